@@ -1,0 +1,39 @@
+"""The one place that picks the Keras flavour: TF-MOT needs Keras 2 (``tf_keras``).
+
+TensorFlow >= 2.16 resolves ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS=1`` is set
+before ``tf.keras`` is first touched, so this module sets it and hands out ``tf_keras`` itself;
+the rest of tf-lth and its users import ``keras`` from here (``from tf_lth import keras``).
+"""
+import os
+import sys
+
+from tf_lth.errors import TfLthError
+
+# Set before TensorFlow resolves ``tf.keras``. If the user imported TensorFlow and touched
+# ``tf.keras`` first, that stays Keras 3; tf-lth still works since it only uses ``tf_keras``.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+KERAS3_MESSAGE = (
+    "{what} is a Keras 3 model; tf-lth (like TF-MOT) needs a Keras 2 model: build it with "
+    "`from tf_lth import keras` (tf_keras) instead of `import keras` / `tf.keras`"
+)
+
+
+def is_keras3(obj) -> bool:
+    """True for a Keras 3 model or layer (module ``keras.src``), which TF-MOT cannot wrap."""
+    return type(obj).__module__.split(".")[0] == "keras" and "keras" in sys.modules
+
+
+def require_tf_keras_model(model, what: str = "the model") -> None:
+    """Raise a one-line :class:`TfLthError` unless ``model`` is a tf_keras ``Model``."""
+    if is_keras3(model):
+        raise TfLthError(KERAS3_MESSAGE.format(what=what))
+    if not isinstance(model, keras.Model):
+        raise TfLthError(f"{what} must be a tf_keras Model, got {type(model).__name__}")
+
+
+__all__ = ["keras", "tf", "require_tf_keras_model", "is_keras3"]

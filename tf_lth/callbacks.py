@@ -1,0 +1,115 @@
+"""The Keras callback that trains one lottery-ticket round with ``model.fit``.
+
+It is TF-MOT's ``UpdatePruningStep`` (which the wrappers require) plus what a round needs: the
+θk snapshot for late rewinding, and the validation/test curve that gives the early-stopping
+iteration. Masks stay frozen without it doing per-batch work: tf-lth installs a mask constraint
+on every pruned kernel, which the optimizer applies right after each update.
+"""
+from __future__ import annotations
+
+import math
+
+from tf_lth import _keras  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
+
+
+class TicketCallback(UpdatePruningStep):
+    """Records a round's curve and θk; get one from :meth:`LotteryTicket.callback`.
+
+    Args:
+        ticket: the :class:`~tf_lth.LotteryTicket` being trained.
+        test_data: optional test set (anything ``evaluate`` takes); scored at every evaluation
+            point so that the test accuracy at the early-stopping iteration is known.
+        validation_data: validation set for ``eval_every``; by default the curve uses the
+            ``val_loss`` that ``fit(validation_data=...)`` reports at each epoch end.
+        eval_every: evaluate every this many steps instead of once per epoch (the papers use 100).
+    """
+
+    def __init__(self, ticket, test_data=None, validation_data=None, eval_every: int | None = None):
+        super().__init__()
+        if eval_every is not None and validation_data is None:
+            raise ValueError("eval_every needs validation_data= on the callback")
+        self.ticket = ticket
+        self.test_data = test_data
+        self.validation_data = validation_data
+        self.eval_every = eval_every
+        self.curve: list[dict] = []
+        self._start: int | None = None
+        self._steps = self._epoch_base = 0
+        self._supports_tf_logs = True  # batch logs are not read: Keras need not sync them per step
+
+    def resume(self, curve: list[dict], start_iteration: int) -> "TicketCallback":
+        """Continue a round interrupted after some epochs: its curve so far and first optimizer step."""
+        self.curve, self._start = list(curve), int(start_iteration)
+        return self
+
+    def _implements_train_batch_hooks(self):
+        # Keras calls batch hooks only for callbacks that need them: keep the hot loop free.
+        return bool(self.eval_every) or self.ticket._needs_thetak()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._start is None:
+            self._start = int(self.model.optimizer.iterations.numpy())
+        if self.ticket._needs_thetak() and self.ticket.rewind.iteration == 0:
+            self.ticket._record_thetak()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = int(self.model.optimizer.iterations.numpy()) - self._start
+
+    def on_train_batch_end(self, batch, logs=None):
+        # step count from the batch index: no read of a TF variable, so no sync per step
+        self._steps = self._epoch_base + batch + 1
+        if self.ticket._needs_thetak() and self._steps >= self.ticket.rewind.iteration:
+            self.ticket._record_thetak()
+        if self.eval_every and self._steps % self.eval_every == 0:
+            val = _evaluate(self.model, self.validation_data)
+            self._add_point(val["loss"], val.get("accuracy"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self._steps = int(self.model.optimizer.iterations.numpy()) - self._start
+        if not self.eval_every and logs and "val_loss" in logs:
+            self._add_point(logs["val_loss"], logs.get("val_accuracy"))
+
+    def _add_point(self, val_loss, val_accuracy):
+        point = {"iteration": self._steps, "val_loss": float(val_loss)}
+        if val_accuracy is not None:
+            point["val_accuracy"] = float(val_accuracy)
+        if self.test_data is not None:
+            point["test_accuracy"] = accuracy(self.model, self.test_data)
+        self.curve.append(point)
+
+    def on_train_end(self, logs=None):
+        metrics = early_stop_metrics(self.curve)
+        metrics["iterations"] = self._steps
+        if self.test_data is not None:
+            last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == self._steps else None
+            metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(self.model, self.test_data)
+        self.ticket._finish_round(metrics, self.curve)
+        self.curve, self._start = [], None  # ready for the next round if reused
+
+
+def _evaluate(model, data) -> dict:
+    """``evaluate`` on a dataset/pipeline or an ``(x, y)`` tuple of arrays (in large batches)."""
+    if isinstance(data, tuple):
+        return model.evaluate(*data, batch_size=1000, verbose=0, return_dict=True)
+    return model.evaluate(data, verbose=0, return_dict=True)
+
+
+def accuracy(model, data) -> float:
+    return float(_evaluate(model, data)["accuracy"])
+
+
+def early_stop_metrics(curve: list[dict]) -> dict:
+    """Iteration of minimum validation loss and the test accuracy there (Frankle & Carbin)."""
+    if not curve:
+        return {}
+    best = min(curve, key=lambda p: (p["val_loss"] if not math.isnan(p["val_loss"]) else math.inf))
+    out = {"early_stop_iteration": best["iteration"], "early_stop_val_loss": best["val_loss"]}
+    if "test_accuracy" in best:
+        out["early_stop_test_accuracy"] = best["test_accuracy"]
+    return out
+
+
+__all__ = ["TicketCallback", "early_stop_metrics"]

@@ -1,0 +1,54 @@
+"""Atomic file writes (temp file + rename) and checked reads, so a killed run can always resume."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tf_lth.errors import TfLthError
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n"))
+
+
+def write_npz(path, arrays: dict) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TfLthError(f"{path} is missing") from None
+    except (OSError, ValueError) as e:
+        raise TfLthError(f"{path} is corrupt ({e}); delete it or restart that round") from None
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise TfLthError(f"{path} is missing") from None
+    except Exception as e:  # noqa: BLE001 - zip/pickle/OS errors all mean a damaged file
+        raise TfLthError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it or restart that round") from None

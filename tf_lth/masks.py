@@ -1,0 +1,142 @@
+"""Which weights survive a round: criterion scores and layerwise/global top-k selection (numpy).
+
+Masks are boolean arrays keyed by weight name (``"dense/kernel"``). Selection only ever keeps
+weights that are still alive, so masks shrink monotonically across rounds. Sparsity targets are
+computed from the round number, ``keep = round(size * (1 - p) ** k)``, so rounding never drifts.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from tf_lth.errors import TfLthError
+
+Masks = dict[str, np.ndarray]
+
+
+def _same_sign_final(w0, wf, rng):
+    return wf * np.sign(w0)  # > 0 where the sign survived training, larger for larger |w_f|
+
+
+# Score per weight, higher is kept (Zhou et al. 2019, "Deconstructing Lottery Tickets").
+CRITERIA: Mapping[str, Callable] = {
+    "large_final": lambda w0, wf, rng: np.abs(wf),
+    "small_final": lambda w0, wf, rng: -np.abs(wf),
+    "large_init": lambda w0, wf, rng: np.abs(w0),
+    "small_init": lambda w0, wf, rng: -np.abs(w0),
+    # both large: the weight is kept by the smaller of its two magnitudes (one threshold on both)
+    "large_init_large_final": lambda w0, wf, rng: np.minimum(np.abs(w0), np.abs(wf)),
+    "small_init_small_final": lambda w0, wf, rng: -np.maximum(np.abs(w0), np.abs(wf)),
+    "magnitude_increase": lambda w0, wf, rng: np.abs(wf) - np.abs(w0),
+    "movement": lambda w0, wf, rng: np.abs(wf - w0),
+    "random": lambda w0, wf, rng: rng.random(np.shape(w0)),
+    "large_final_same_sign": _same_sign_final,
+}
+
+
+def scores(criterion: str, theta0: Mapping[str, np.ndarray], thetaf: Mapping[str, np.ndarray],
+           rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Score every weight of every key by ``criterion`` (see :data:`CRITERIA`)."""
+    if criterion not in CRITERIA:
+        raise TfLthError(f"unknown mask criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    fn = CRITERIA[criterion]
+    return {k: np.asarray(fn(theta0[k], thetaf[k], rng), np.float64) for k in sorted(theta0)}
+
+
+def _to_blocks(a: np.ndarray, block: tuple[int, int], reduce) -> np.ndarray:
+    """Reduce a rank-2 array over ``block``-shaped tiles (padding the edges)."""
+    bh, bw = block
+    h, w = a.shape
+    ph, pw = -h % bh, -w % bw
+    padded = np.pad(a, ((0, ph), (0, pw)), constant_values=np.nan)
+    tiles = padded.reshape((h + ph) // bh, bh, (w + pw) // bw, bw)
+    return reduce(tiles, axis=(1, 3))
+
+
+def _from_blocks(b: np.ndarray, block: tuple[int, int], shape) -> np.ndarray:
+    return np.kron(b, np.ones(block, dtype=b.dtype))[: shape[0], : shape[1]]
+
+
+def _units(score: np.ndarray, mask: np.ndarray, block) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flat scores of selectable units (weights, or tiles for block sparsity), dead ones -inf."""
+    if block is None or score.ndim != 2:
+        s = np.where(mask, score, -np.inf).ravel()
+        return s, mask.ravel(), 1
+    alive = _to_blocks(mask.astype(float), block, np.nanmax) > 0
+    s = np.where(alive, _to_blocks(score, block, np.nanmean), -np.inf)
+    return s.ravel(), alive.ravel(), block[0] * block[1]
+
+
+def _expand(keep_units: np.ndarray, mask: np.ndarray, block) -> np.ndarray:
+    if block is None or mask.ndim != 2:
+        return keep_units.reshape(mask.shape)
+    nb = (-(-mask.shape[0] // block[0]), -(-mask.shape[1] // block[1]))
+    return _from_blocks(keep_units.reshape(nb), block, mask.shape) & mask
+
+
+def _top(s: np.ndarray, n: int) -> np.ndarray:
+    keep = np.zeros(s.shape, bool)
+    if n > 0:
+        keep[np.argsort(-s, kind="stable")[:n]] = True
+    return keep
+
+
+def select_layerwise(score: Mapping[str, np.ndarray], masks: Masks, keep: Mapping[str, int],
+                     block: tuple[int, int] | None = None) -> Masks:
+    """Per key, keep the ``keep[key]`` highest-scoring weights among those still alive."""
+    out = {}
+    for k, m in masks.items():
+        s, alive, size = _units(score[k], m, block)
+        n = min(int(round(keep[k] / size)), int(alive.sum()))
+        out[k] = _expand(_top(s, n), m, block)
+    return out
+
+
+def select_global(score: Mapping[str, np.ndarray], masks: Masks, keep: int,
+                  block: tuple[int, int] | None = None) -> Masks:
+    """One cut over all keys: keep the ``keep`` highest-scoring alive weights in total."""
+    keys = sorted(masks)
+    parts = [_units(score[k], masks[k], block) for k in keys]
+    flat = np.concatenate([s for s, _, _ in parts])
+    size = parts[0][2] if parts else 1
+    n = min(int(round(keep / size)), int(sum(a.sum() for _, a, _ in parts)))
+    chosen = _top(flat, n)
+    out, start = {}, 0
+    for k, (s, _, _) in zip(keys, parts):
+        out[k] = _expand(chosen[start: start + s.size], masks[k], block)
+        start += s.size
+    return out
+
+
+def m_by_n(score: np.ndarray, mask: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Keep at most ``n`` of every ``m`` consecutive input weights (axis -2 of a kernel), e.g. 2:4."""
+    if score.ndim < 2 or score.shape[-2] % m:
+        raise TfLthError(f"{n}:{m} sparsity needs a kernel whose input size is a multiple of {m}, got {score.shape}")
+    s = np.moveaxis(np.where(mask, score, -np.inf), -2, -1)
+    groups = s.reshape(-1, m)
+    rank = np.argsort(np.argsort(-groups, axis=1, kind="stable"), axis=1)
+    keep = np.moveaxis((rank < n).reshape(s.shape), -1, -2)
+    return keep & mask
+
+
+def random_like(masks: Masks, rng: np.random.Generator) -> Masks:
+    """Random masks with exactly the same number of survivors per key (the random-pruning control)."""
+    out = {}
+    for k in sorted(masks):
+        m = masks[k]
+        flat = np.zeros(m.size, bool)
+        flat[rng.permutation(m.size)[: int(m.sum())]] = True
+        out[k] = flat.reshape(m.shape)
+    return out
+
+
+def sparsity(masks: Masks) -> dict[str, float]:
+    """Fraction of zeros per key."""
+    return {k: float(1.0 - m.mean()) for k, m in masks.items()}
+
+
+def remaining(masks: Masks) -> float:
+    """Fraction of all masked weights still alive."""
+    total = sum(m.size for m in masks.values())
+    return float(sum(int(m.sum()) for m in masks.values()) / max(total, 1))
