@@ -292,8 +292,3 @@ def test_keras3_model_is_refused():
 
     with pytest.raises(TfLthError, match="Keras 3"):
         tf_lth.LotteryTicket(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]))
-
-
-@pytest.fixture(scope="module")
-def mnist5k():  # TEMP until conftest lands
-    return tf_lth.data.load("mnist5k")

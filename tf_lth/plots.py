@@ -7,8 +7,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from tf_lth.io import atomic_write  # noqa: E402
+
+
+TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # weights remaining (%) labelled on the log axis
 
 
 def _series(results: list, key: str) -> dict[str, tuple[list, list]]:
@@ -29,12 +33,17 @@ def _series(results: list, key: str) -> dict[str, tuple[list, list]]:
 
 def _figure(results, key, ylabel, title, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, (x, y) in _series(results, key).items():
+    lines = _series(results, key)
+    for name, (x, y) in lines.items():
         ax.plot(x, y, marker="o", label=name)
     dense = next((r for r in results if r["round"] == 0), None)
     if dense is not None and dense.get(key) is not None:
         ax.axhline(dense[key], color="gray", linestyle="--", label="dense (100%)")
     ax.set_xscale("log")
+    lowest = min((min(x) for x, _ in lines.values() if x), default=100)
+    ax.set_xticks([t for t in TICKS if lowest / 1.5 <= t <= 100])
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel(ylabel)

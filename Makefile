@@ -1,0 +1,30 @@
+# tf-lth: `make test` is the test command (CI runs it via .ci/run); `make demo` trains a model.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test clean distclean
+
+venv: $(STAMP)
+
+# Reinstall (editable, with the test extra) only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+demo: venv
+	$(BIN)/python scripts/run_lth.py
+
+test: venv
+	$(BIN)/python -m pytest
+
+# Build artefacts and caches; the virtualenv, runs/ and saved_models/ are kept.
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# Also drop the virtualenv (the next `make` reinstalls everything).
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,284 @@
+"""Datasets: the offline MNIST subset, IDX / CIFAR folders, splits, pipelines and their errors."""
+import gzip
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+
+from tf_lth import data
+from tf_lth.errors import TfLthError
+
+
+def write_idx(path, array, compress=None):
+    """Write ``array`` (uint8) as an IDX file: 0, 0, type 0x08, ndim, big-endian sizes, data."""
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    raw = header + array.tobytes()
+    if compress if compress is not None else str(path).endswith(".gz"):
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    return path
+
+
+def write_mnist_folder(folder, n_train=50, n_test=20, gz=True, seed=0):
+    """A folder of hand-made IDX files named like the standard (Fashion-)MNIST files."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_x": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_y": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test_x": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_y": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, stem in data.IDX_FILES.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arrays[key])
+    return arrays
+
+
+def rows(x):
+    return sorted(image.tobytes() for image in x)
+
+
+# --- mnist5k (offline, real digits) -------------------------------------------------------------
+
+
+def test_mnist5k_splits(mnist5k):
+    assert mnist5k.x_train.shape == (3500, 28, 28, 1)
+    assert mnist5k.x_val.shape == (500, 28, 28, 1)
+    assert mnist5k.x_test.shape == (1000, 28, 28, 1)
+    assert (len(mnist5k.y_train), len(mnist5k.y_val), len(mnist5k.y_test)) == (3500, 500, 1000)
+    assert mnist5k.input_shape == (28, 28, 1)
+    for x, y in (mnist5k.split(s) for s in ("train", "val", "test")):
+        assert x.dtype == np.uint8 and y.dtype == np.uint8
+        assert y.min() >= 0 and y.max() <= 9
+    assert set(np.unique(mnist5k.y_test)) == set(range(10))
+    assert mnist5k.x_train.max() == 255  # real 0-255 pixels, not pre-scaled
+
+
+def test_mnist5k_splits_do_not_overlap(mnist5k):
+    seen = set(rows(mnist5k.x_train))
+    assert not seen & set(rows(mnist5k.x_val))
+    assert not seen & set(rows(mnist5k.x_test))
+
+
+def test_validation_split_follows_seed(mnist5k):
+    again = data.load("mnist5k", seed=0)
+    other = data.load("mnist5k", seed=1)
+    np.testing.assert_array_equal(again.x_val, mnist5k.x_val)
+    np.testing.assert_array_equal(again.y_val, mnist5k.y_val)
+    assert not np.array_equal(other.x_val, mnist5k.x_val)
+    # the test split is fixed: every seed is scored on the same digits
+    np.testing.assert_array_equal(other.x_test, mnist5k.x_test)
+    np.testing.assert_array_equal(other.y_test, mnist5k.y_test)
+
+
+def test_pipeline_normalises(mnist5k):
+    x, y = next(iter(mnist5k.pipeline("val", 128)))
+    assert x.dtype.name == "float32" and y.dtype.name == "int32"
+    assert x.shape == (128, 28, 28, 1)
+    x = x.numpy()
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.99
+    np.testing.assert_allclose(x, mnist5k.x_val[:128] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y.numpy(), mnist5k.y_val[:128])
+
+
+def test_shuffled_pipeline_is_seeded(mnist5k):
+    first = lambda seed: next(iter(mnist5k.pipeline("train", 32, shuffle=True, seed=seed)))[1].numpy()  # noqa: E731
+    np.testing.assert_array_equal(first(3), first(3))
+    assert not np.array_equal(first(3), first(4))
+
+
+def test_bad_names_and_sizes():
+    with pytest.raises(TfLthError, match="unknown dataset 'nope'"):
+        data.load("nope")
+    with pytest.raises(TfLthError, match="validation"):
+        data.load("mnist5k", validation=4000)
+
+
+# --- IDX files ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["plain-idx3-ubyte", "packed-idx3-ubyte.gz"])
+def test_read_idx_round_trip(tmp_path, name):
+    array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5) * 7
+    got = data.read_idx(write_idx(tmp_path / name, array))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, array)
+
+
+def test_read_idx_one_dimensional(tmp_path):
+    labels = np.array([3, 1, 4, 1, 5, 9, 2, 6], np.uint8)
+    np.testing.assert_array_equal(data.read_idx(write_idx(tmp_path / "labels-idx1-ubyte", labels)), labels)
+
+
+def test_truncated_idx_names_the_file(tmp_path):
+    path = write_idx(tmp_path / "cut-idx3-ubyte", np.zeros((5, 4, 4), np.uint8))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(TfLthError, match="cut-idx3-ubyte.*truncated"):
+        data.read_idx(path)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    path = write_idx(tmp_path / "cut-idx3-ubyte.gz", np.arange(4000).reshape(10, 20, 20) % 251)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(TfLthError, match="cut-idx3-ubyte.gz"):
+        data.read_idx(path)
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    # a damaged deflate block raises zlib.error (not OSError) inside gzip: still a one-line error
+    path = write_idx(tmp_path / "bad-idx3-ubyte.gz", np.zeros((10, 20, 20), np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[10:14] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(TfLthError, match="bad-idx3-ubyte.gz.*damaged"):
+        data.read_idx(path)
+
+
+def test_not_an_idx_file(tmp_path):
+    path = tmp_path / "junk"
+    path.write_bytes(b"hello, world")
+    with pytest.raises(TfLthError, match="junk.*not an IDX"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_loads(tmp_path, name, gz):
+    arrays = write_mnist_folder(tmp_path, gz=gz)
+    ds = data.load(name, data_dir=tmp_path, validation=10)
+    assert ds.x_train.shape == (40, 28, 28, 1) and ds.x_val.shape == (10, 28, 28, 1)
+    assert ds.x_test.shape == (20, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(ds.x_test[..., 0], arrays["test_x"])
+    np.testing.assert_array_equal(ds.y_test, arrays["test_y"])
+    # train + validation is a permutation of the train files, images kept with their labels
+    x = np.concatenate([ds.x_train, ds.x_val])[..., 0]
+    y = np.concatenate([ds.y_train, ds.y_val])
+    order = [next(i for i in range(50) if np.array_equal(arrays["train_x"][i], image)) for image in x]
+    assert sorted(order) == list(range(50))
+    np.testing.assert_array_equal(y, arrays["train_y"][order])
+
+
+def test_idx_folder_in_named_subfolder(tmp_path):
+    arrays = write_mnist_folder(tmp_path / "fashion-mnist")
+    ds = data.load("fashion_mnist", data_dir=tmp_path, validation=10)
+    np.testing.assert_array_equal(ds.y_test, arrays["test_y"])
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+    arrays = write_mnist_folder(tmp_path)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    np.testing.assert_array_equal(data.load("mnist", validation=10).y_test, arrays["test_y"])
+
+
+def test_folder_missing_a_file(tmp_path):
+    write_mnist_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(TfLthError, match="t10k-labels-idx1-ubyte"):
+        data.load("mnist", data_dir=tmp_path)
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(TfLthError, match="no mnist files"):
+        data.load("mnist", data_dir=tmp_path)
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(TfLthError, match="does not exist"):
+        data.load("mnist", data_dir=tmp_path / "nowhere")
+
+
+def test_truncated_file_in_folder(tmp_path):
+    write_mnist_folder(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(TfLthError, match="train-images-idx3-ubyte"):
+        data.load("mnist", data_dir=tmp_path)
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------------
+
+
+def write_cifar_folder(folder, per_batch=4, seed=0):
+    """Pickled batches like ``cifar-10-batches-py``: rows of 1024 R, then 1024 G, then 1024 B."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+        batches[name] = batch
+    return batches
+
+
+def test_cifar_folder_loads_with_channels_last(tmp_path):
+    batches = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    test = batches["test_batch"][b"data"]
+    # image 0, pixel (row 1, col 2): position 1 * 32 + 2 in each colour plane
+    test[0, 34], test[0, 1024 + 34], test[0, 2048 + 34] = 200, 100, 50
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump(batches["test_batch"], f)
+
+    ds = data.load("cifar10", data_dir=tmp_path, validation=5)
+    assert ds.input_shape == (32, 32, 3)
+    assert ds.x_train.shape == (15, 32, 32, 3) and ds.x_val.shape == (5, 32, 32, 3)
+    assert ds.x_test.shape == (4, 32, 32, 3) and ds.x_test.dtype == np.uint8
+    assert list(ds.x_test[0, 1, 2]) == [200, 100, 50]
+    assert ds.x_test[0, 0, 0, 1] == test[0, 1024] and ds.x_test[0, 31, 31, 2] == test[0, 3071]
+    np.testing.assert_array_equal(ds.y_test, batches["test_batch"][b"labels"])
+    train = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
+    expected = [np.stack([r[:1024], r[1024:2048], r[2048:]], -1).reshape(32, 32, 3) for r in train]
+    assert rows(np.concatenate([ds.x_train, ds.x_val])) == rows(expected)
+
+
+def test_cifar_folder_missing_batch(tmp_path):
+    write_cifar_folder(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(TfLthError, match="data_batch_3"):
+        data.load("cifar10", data_dir=tmp_path)
+
+
+def test_cifar_damaged_batch(tmp_path):
+    write_cifar_folder(tmp_path)
+    path = tmp_path / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(TfLthError, match="data_batch_2"):
+        data.load("cifar10", data_dir=tmp_path)
+
+
+# --- no files and no network ------------------------------------------------------------------
+
+
+def test_offline_error_says_what_to_do(tmp_path, monkeypatch):
+    # Keras' downloader is made to fail like an unreachable host, so the test never downloads
+    # (on a connected machine the real call would fetch 11 MB).
+    import tf_keras.src.datasets.mnist as keras_mnist
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure: " + str(urllib.error.URLError("network is unreachable")))
+
+    monkeypatch.setattr(keras_mnist, "get_file", no_network)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    with pytest.raises(TfLthError) as info:
+        data.load("mnist")
+    message = str(info.value)
+    for hint in ("data_dir", data.DATA_DIR_ENV, "download"):
+        assert hint in message
+    assert "\n" not in message
+
+
+# --- Fashion-MNIST from Debian ------------------------------------------------------------------
+
+
+def test_fashion_mnist_from_debian(fashion_dir, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    ds = data.load("fashion_mnist")
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (55000, 5000, 10000)
+    assert ds.input_shape == (28, 28, 1)
+    assert set(np.unique(ds.y_test)) == set(range(10)) and ds.y_train.max() == 9
+    assert ds.y_train.dtype == np.uint8

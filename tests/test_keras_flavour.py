@@ -1,0 +1,51 @@
+"""tf-lth hands out Keras 2 (tf_keras) and refuses Keras 3 models with a one-line error."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tf_lth
+from tf_lth import keras
+from tf_lth._keras import require_tf_keras_model
+from tf_lth.errors import TfLthError
+
+
+def test_keras_is_tf_keras():
+    import tf_keras
+
+    assert keras is tf_keras
+    assert tf_lth.keras is tf_keras
+
+
+def test_legacy_keras_flag_is_set():
+    assert os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+
+
+def test_keras3_model_is_refused_in_one_line():
+    import keras as keras3
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(TfLthError) as info:
+        require_tf_keras_model(model)
+    message = str(info.value)
+    assert "Keras 3" in message and "tf_keras" in message
+    assert "\n" not in message
+
+
+def test_tf_keras_model_is_accepted():
+    require_tf_keras_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_non_model_is_refused():
+    with pytest.raises(TfLthError, match="tf_keras Model"):
+        require_tf_keras_model(object())
+
+
+def test_tf_keras_even_when_tensorflow_is_imported_first():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = ("import tensorflow as tf; import tf_lth; from tf_lth import keras; "
+            "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); print(type(m).__module__)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("tf_keras."), result.stdout
