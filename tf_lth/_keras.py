@@ -4,18 +4,47 @@ TensorFlow >= 2.16 resolves ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS
 before ``tf.keras`` is first touched, so this module sets it and hands out ``tf_keras`` itself;
 the rest of tf-lth and its users import ``keras`` from here (``from tf_lth import keras``).
 """
+import importlib
 import os
+import re
 import sys
+import tempfile
 
 from tf_lth.errors import TfLthError
 
 # Set before TensorFlow resolves ``tf.keras``. If the user imported TensorFlow and touched
 # ``tf.keras`` first, that stays Keras 3; tf-lth still works since it only uses ``tf_keras``.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+# TensorFlow's native libraries print INFO lines while they load, before any log level applies.
+NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*)$"
+)
+
+
+def _import_quietly(name: str):
+    """Import ``name`` with the native INFO start-up lines filtered out of stderr (others pass)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not NATIVE_NOISE.match(line.rstrip("\n"))))
+            sys.stderr.flush()
+
+
+tf = _import_quietly("tensorflow")
+keras = _import_quietly("tf_keras")
 
 KERAS3_MESSAGE = (
     "{what} is a Keras 3 model; tf-lth (like TF-MOT) needs a Keras 2 model: build it with "

@@ -11,7 +11,9 @@ Every error the user can fix is reported as one line on stderr with exit code 2:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from tf_lth import data, models
@@ -109,7 +111,133 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str) -> tuple:
+    return tuple(t for t in text.split(",") if t and t != "none")
+
+
+def _rates(text: str) -> dict:
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND=RATE[,KIND=RATE...], e.g. dense=0.2,output=0.1")
+
+
+def _pair(separator: str, example: str):
+    def parse(text: str) -> tuple:
+        try:
+            a, b = (int(v) for v in text.split(separator))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not of the form {example}") from None
+        return a, b
+
+    return parse
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from tf_lth import experiment, masks, rewind
+
+    S = argparse.SUPPRESS  # flags not given do not override the config file or the defaults
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (flags override it)")
+    parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: runs/<model>_<dataset>)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar (round lines stay)")
+    parser.add_argument("--restart-round", type=int, metavar="K", help="discard rounds >= K and redo them")
+    g = parser.add_argument_group("experiment (defaults: the paper's values for the model)")
+    g.add_argument("--model", choices=tuple(models.MODELS), default=S, help="network (default: lenet_300_100)")
+    g.add_argument("--dataset", choices=data.DATASETS, default=S, help="dataset (default: mnist5k, offline)")
+    g.add_argument("--data-dir", default=S, metavar="DIR", help=f"folder of the dataset's files (or ${data.DATA_DIR_ENV})")
+    g.add_argument("--rounds", type=int, default=S, help="pruning rounds after the dense one (default: 10)")
+    g.add_argument("--rate", type=float, default=S,
+                   help="fraction of remaining weights pruned per round, output layer at half (default: model's)")
+    g.add_argument("--rates", type=_rates, default=S, metavar="K=R,...",
+                   help="per layer kind or name, e.g. conv=0.1,dense=0.2,output=0.1")
+    g.add_argument("--scope", choices=("layerwise", "global"), default=S, help="layerwise rates or one global cut")
+    g.add_argument("--ignore", type=_csv, default=S, metavar="LAYERS", help="layers never pruned, comma-separated")
+    g.add_argument("--rewind", default=S, metavar="MODE", help="init | iteration:K | lr | finetune (default: init)")
+    g.add_argument("--criterion", choices=tuple(masks.CRITERIA), default=S, help="mask criterion (default: large_final)")
+    g.add_argument("--survivors", choices=rewind.SURVIVORS, default=S, help="what kept weights restart from")
+    g.add_argument("--pruned", choices=rewind.PRUNED, default=S, help="pruned weights: zero or frozen at init")
+    g.add_argument("--block-size", type=_pair("x", "4x1"), default=S, metavar="HxW",
+                   help="prune Dense kernels in blocks, 4x1 = 1x4 blocks for TFLite's sparse kernel")
+    g.add_argument("--m-by-n", type=_pair(":", "2:4"), default=S, metavar="N:M", help="keep at most N of every M inputs")
+    g.add_argument("--controls", type=_csv, default=S, metavar="LIST",
+                   help="random_reinit,random_mask or none (default: random_reinit)")
+    g.add_argument("--epochs", type=int, default=S, help="epochs per round (default: 10)")
+    g.add_argument("--iterations", type=int, default=S, help="iterations per round instead of epochs")
+    g.add_argument("--batch-size", type=int, default=S, help="batch size (default: model's)")
+    g.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=S, help="default: model's (adam)")
+    g.add_argument("--learning-rate", type=float, default=S, help="default: model's")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0)")
+    g.add_argument("--validation", type=int, default=S, help="examples held out of train for early stopping")
+    g.add_argument("--eval-every", type=int, default=S, metavar="N",
+                   help="evaluate every N iterations (default: every epoch; the papers use 100)")
+    g.add_argument("--seed", type=int, default=S, help="random seed (default: 0)")
+    g.add_argument("--export", type=_csv, default=S, metavar="FORMATS",
+                   help="formats of the final ticket: saved_model,tflite,int8,fp16 or none")
+    g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=S, help="no XLA compilation")
+
+
+def _read_config(path: str) -> dict:
+    text = _read_text(path)
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            loaded = yaml.safe_load(text)
+        else:
+            loaded = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise TfLthError(f"cannot parse config file {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(loaded, dict):
+        raise TfLthError(f"config file {path} must hold a mapping of option: value")
+    return {k.replace("-", "_"): v for k, v in loaded.items()}
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise TfLthError(f"cannot read config file {path}: {e.strerror}") from None
+
+
+RUN_ONLY = ("config", "output", "quiet", "restart_round", "command")
+
+
+def run_config(args: argparse.Namespace):
+    """The experiment config: defaults, overridden by the config file, overridden by flags."""
+    from tf_lth.experiment import ExperimentConfig
+
+    options = _read_config(args.config) if args.config else {}
+    options.update({k: v for k, v in vars(args).items() if k not in RUN_ONLY})
+    return ExperimentConfig.from_dict(options)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) a lottery-ticket experiment into its output folder."""
+    from tf_lth.experiment import Experiment
+
+    config = run_config(args)
+    output = args.output or f"runs/{config.model}_{config.dataset}"
+    Experiment(config, output, verbose=0 if args.quiet else 1).run(restart_round=args.restart_round)
+    print(f"results in {output}/ (results.json, results.csv, plots/, export/)")
+    return 0
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from tf_lth import export
+
+    export.add_arguments(parser)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tf_lth import export
+
+    return export.run(args)
+
+
 COMMANDS: dict[str, Command] = {
+    "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",
+                      _add_export_arguments, _export),
+    "run": Command("find lottery tickets: rounds, controls, plots, export (resumable)", _add_run_arguments, run),
     "train": Command("train the dense network briefly and report its test accuracy", _add_train_arguments, train),
 }
 

@@ -31,6 +31,7 @@ from tf_lth.io import atomic_write, read_json, read_npz, write_json, write_npz
 from tf_lth.lottery import CONTROLS, LotteryTicket, TicketConfig
 
 OPTIMIZERS = ("adam", "sgd")
+FREE_KEYS = ("data_dir", "export")  # config keys that may change when a run is resumed
 EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16")
 
 
@@ -143,14 +144,16 @@ class Experiment:
 
     # -- folder --------------------------------------------------------------------------
     def _claim_folder(self) -> None:
-        """Write config.json, or check that the folder holds this very experiment."""
+        """Write config.json, or check that the folder holds this very experiment (where the data
+        lives and which formats are exported do not change the results, so they may differ)."""
         path = self.out / "config.json"
         mine = json.loads(json.dumps(asdict(self.config)))
         if path.exists():
             theirs = read_json(path)
-            if theirs != mine:
-                diff = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
-                                 for k in sorted(set(mine) | set(theirs)) if theirs.get(k) != mine.get(k))
+            differ = [k for k in sorted(set(mine) | set(theirs))
+                      if k not in FREE_KEYS and theirs.get(k) != mine.get(k)]
+            if differ:
+                diff = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ)
                 raise TfLthError(
                     f"{self.out} holds an experiment with another config ({diff}): use another --output or delete it")
         else:
@@ -252,11 +255,13 @@ class Experiment:
         (self.out / "rounds" / str(r) / f"{kind}.ckpt.npz").unlink(missing_ok=True)
         return result
 
-    def run(self) -> dict:
+    def run(self, restart_round: int | None = None) -> dict:
+        """Run the rounds not finished yet (after discarding rounds >= ``restart_round``)."""
         cfg = self.config
-        self._claim_folder()
-        keras.utils.set_random_seed(cfg.seed)
         self.data = data_lib.load(cfg.dataset, cfg.data_dir, cfg.validation, cfg.seed)
+        self._claim_folder()
+        if restart_round is not None:
+            self.restart_from(restart_round)
         self.val, self.test = self.data.pipeline("val", 1000), self.data.pipeline("test", 1000)
         results, ticket, started = [], None, time.time()
         for r in range(cfg.rounds + 1):

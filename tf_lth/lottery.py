@@ -364,6 +364,13 @@ class LotteryTicket:
         """Current value of the kernel ``key`` (e.g. ``"dense/kernel"``)."""
         return self._w.variables[self._w.kernels[key]].numpy()
 
+    def export(self, path=None, **options) -> dict:
+        """Export this round's ticket (SavedModel + sparse TFLite, verified): see
+        :func:`tf_lth.export.export_ticket` for ``options``; returns ticket.json's content."""
+        from tf_lth.export import export_ticket
+
+        return export_ticket(self.model, path, round=self.round, **options)
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write θ0, θk, this round's masks and weights, and the metrics (atomically, ticket.json last)."""
