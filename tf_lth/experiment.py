@@ -284,7 +284,7 @@ class Experiment:
         from tf_lth import plots
 
         plots.plot_results(results, self.out / "plots")
-        if cfg.export and results:
+        if cfg.export and results and not (self.out / "export" / f"round_{results[-1]['round']}").exists():
             self._export(ticket, results[-1]["round"])
         self.log(summary_table(results, cfg.controls))
         return {"config": asdict(cfg), "rounds": results}

@@ -1,0 +1,169 @@
+"""The experiment runner: config precedence, one-line errors, folder layout, resume after SIGKILL."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tf_lth import cli
+from tf_lth.errors import TfLthError
+from tf_lth.experiment import Experiment, ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_LTH = ROOT / "scripts" / "run_lth.py"
+TINY = ["--rounds", "2", "--epochs", "3", "--controls", "random_reinit", "--export", "none", "--quiet"]
+
+
+def parse(argv):
+    return cli.run_config(cli.build_parser().parse_args(["run", *argv]))
+
+
+def test_defaults_are_the_embedded_demo():
+    cfg = parse([])
+    assert (cfg.model, cfg.dataset, cfg.rounds, cfg.controls) == ("lenet_300_100", "mnist5k", 10, ("random_reinit",))
+    ticket = cfg.ticket_config()
+    assert ticket.rates == {"dense": 0.2, "output": 0.1}  # the paper's LeNet rates
+    assert 0.8 ** 10 < 0.11  # ten rounds reach ~10% of the fc weights
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".json", '{"rounds": 3, "rate": 0.3, "controls": ["random_mask"], "block-size": [4, 1]}'),
+    (".yaml", "rounds: 3\nrate: 0.3\ncontrols: [random_mask]\nblock-size: [4, 1]\n"),
+])
+def test_config_file_then_flags_override(tmp_path, suffix, text):
+    path = tmp_path / f"exp{suffix}"
+    path.write_text(text)
+    cfg = parse(["--config", str(path)])
+    assert (cfg.rounds, cfg.rate, cfg.controls, cfg.block_size) == (3, 0.3, ("random_mask",), (4, 1))
+    cfg = parse(["--config", str(path), "--rounds", "5", "--controls", "none"])
+    assert (cfg.rounds, cfg.rate, cfg.controls) == (5, 0.3, ())
+
+
+def test_flag_types():
+    cfg = parse(["--rates", "dense=0.3,output=0.15", "--m-by-n", "2:4", "--ignore", "output", "--rewind",
+                 "iteration:100", "--no-jit"])
+    assert cfg.rates == {"dense": 0.3, "output": 0.15} and cfg.m_by_n == (2, 4)
+    assert cfg.ignore == ("output",) and cfg.rewind == "iteration:100" and cfg.jit_compile is False
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "resnet"], "--model"),
+    (["--rate", "1.5"], "strictly between 0 and 1"),
+    (["--rounds", "-2"], "rounds = -2"),
+    (["--epochs", "2", "--iterations", "100"], "not both"),
+    (["--dataset", "fashion_mnist", "--data-dir", "/no/such/folder"], "does not exist"),
+    (["--controls", "random_reinit,lucky"], "unknown controls lucky"),
+    (["--rewind", "iteration:soon"], "unknown rewind"),
+    (["--block-size", "4by1"], "4x1"),
+    (["--config", "/no/such/file.json"], "cannot read config file"),
+])
+def test_bad_flag_is_one_line_exit_2(argv, needle, capsys, tmp_path):
+    assert cli.main(["run", "-o", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_unknown_config_key_and_bad_yaml(tmp_path, capsys):
+    (tmp_path / "a.json").write_text('{"epoks": 3}')
+    (tmp_path / "b.yaml").write_text("rounds: [1,\n")
+    for name, needle in (("a.json", "unknown config key(s) epoks"), ("b.yaml", "cannot parse config file")):
+        assert cli.main(["run", "--config", str(tmp_path / name)]) == 2
+        assert needle in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny finished experiment (in process): LeNet on mnist5k, 2 rounds, random-mask control."""
+    out = tmp_path_factory.mktemp("exp")
+    cfg = ExperimentConfig(rounds=2, epochs=1, controls=("random_mask",), export=("tflite",))
+    Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
+    return out, cfg
+
+
+def test_output_folder_layout(finished):
+    out, cfg = finished
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["rounds"] == 2 and [r["round"] for r in results["rounds"]] == [0, 1, 2]
+    for row in results["rounds"]:
+        for key in ("weights_remaining", "test_accuracy", "early_stop_iteration", "early_stop_test_accuracy",
+                    "supermask_test_accuracy", "controls", "wall_seconds"):
+            assert key in row, key
+        assert row["test_accuracy"] > 0.8
+        assert set(row["controls"]) == ({"random_mask"} if row["round"] else set())
+    assert abs(results["rounds"][2]["layers_remaining"]["dense/kernel"] - 0.64) < 1e-3
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert "controls.random_mask.test_accuracy" in header
+    for k in range(3):
+        assert (out / "rounds" / str(k) / "masks.npz").exists() and (out / "rounds" / str(k) / "weights.npz").exists()
+        assert not list((out / "rounds" / str(k)).glob("*.ckpt.npz"))  # checkpoints go once a round is done
+    for name in ("accuracy_vs_weights_remaining.png", "early_stop_vs_weights_remaining.png"):
+        png = (out / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (out / "export" / "round_2" / "ticket.tflite").exists()
+
+
+def test_finished_run_is_skipped_and_other_config_refused(finished):
+    out, cfg = finished
+    before = (out / "results.json").read_text()
+    t0 = time.time()
+    Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
+    assert (out / "results.json").read_text() == before
+    other = ExperimentConfig(rounds=3, epochs=1, controls=("random_mask",))
+    with pytest.raises(TfLthError, match="another config .*rounds: 2 -> 3"):
+        Experiment(other, out, verbose=0).run()
+
+
+def test_corrupt_checkpoint_is_named_and_restart_round_recovers(finished, tmp_path):
+    out, cfg = finished
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    (copy / "rounds" / "2" / "result.json").unlink()
+    (copy / "rounds" / "2" / "masks.npz").write_bytes(b"not a zip")
+    with pytest.raises(TfLthError, match=r"masks.npz is corrupt.*--restart-round"):
+        Experiment(cfg, copy, verbose=0, log=lambda *a: None).run()
+    Experiment(cfg, copy, verbose=0, log=lambda *a: None).run(restart_round=2)
+    a = json.loads((out / "results.json").read_text())["rounds"][2]
+    b = json.loads((copy / "results.json").read_text())["rounds"][2]
+    assert a["test_accuracy"] == b["test_accuracy"] and a["controls"] == b["controls"]
+
+
+def _run(out, *extra):
+    return subprocess.Popen([sys.executable, str(RUN_LTH), *TINY, "-o", str(out), *extra], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _rounds(out):
+    rows = json.loads((out / "results.json").read_text())["rounds"]
+    for row in rows:
+        row.pop("wall_seconds")
+    return rows
+
+
+def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _run(whole)
+    victim = _run(killed)
+    checkpoint = killed / "rounds" / "1" / "ticket.ckpt.npz"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run ended before round 1 started: nothing was interrupted"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (killed / "rounds" / "1" / "result.json").exists()
+    resumed = _run(killed)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    a, b = _rounds(whole), _rounds(killed)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        assert ra["test_accuracy"] == pytest.approx(rb["test_accuracy"], abs=1e-6)
+        assert ra["controls"] == rb["controls"] and ra["early_stop_iteration"] == rb["early_stop_iteration"]
+    for k in range(3):
+        with np.load(whole / "rounds" / str(k) / "masks.npz") as ma, np.load(killed / "rounds" / str(k) / "masks.npz") as mb:
+            assert all(np.array_equal(ma[n], mb[n]) for n in ma.files)
