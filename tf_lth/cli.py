@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(args)
     output = args.output or f"runs/{config.model}_{config.dataset}"
     Experiment(config, output, verbose=0 if args.quiet else 1).run(restart_round=args.restart_round)
-    print(f"results in {output}/ (results.json, results.csv, plots/, export/)")
+    print(f"results in {output}/ (results.json, results.csv, plots/{', export/' if config.export else ''})")
     return 0
 
 
