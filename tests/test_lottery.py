@@ -292,3 +292,18 @@ def test_keras3_model_is_refused():
 
     with pytest.raises(TfLthError, match="Keras 3"):
         tf_lth.LotteryTicket(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]))
+
+
+def test_works_inside_a_distribution_strategy(small):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        ticket = tf_lth.LotteryTicket(small_mlp(), rate=0.5)
+        compile_(ticket)
+    assert all(type(v).__name__ == "MirroredVariable" for v in ticket._w.keep_vars.values())
+    train(ticket, small)
+    ticket.next_round()
+    checker = ZeroChecker(ticket)
+    train(ticket, small, callbacks=[checker])
+    assert checker.checked == 10

@@ -182,7 +182,9 @@ class LotteryTicket:
                         w.frozen_vars[key] = tf.Variable(tf.zeros_like(weight), trainable=False)
                     else:
                         w.keep_vars[key], w.frozen_vars[key] = mask, None
-                    weight._constraint = _KeepMasked(w.keep_vars[key], weight.constraint, w.frozen_vars[key])
+                    constraint = _KeepMasked(w.keep_vars[key], weight.constraint, w.frozen_vars[key])
+                    for component in getattr(weight, "_values", None) or (weight,):  # tf.distribute replicas
+                        component._constraint = constraint
         return w
 
     def _resolve_rates(self) -> dict[str, float]:
