@@ -94,7 +94,7 @@ def test_output_folder_layout(finished):
             assert key in row, key
         assert row["test_accuracy"] > 0.8
         assert set(row["controls"]) == ({"random_mask"} if row["round"] else set())
-    assert abs(results["rounds"][2]["layers_remaining"]["dense/kernel"] - 0.64) < 1e-3
+    assert abs(results["rounds"][2]["layers_remaining"]["fc1/kernel"] - 0.64) < 1e-3
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert "controls.random_mask.test_accuracy" in header
     for k in range(3):
@@ -167,3 +167,70 @@ def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
     for k in range(3):
         with np.load(whole / "rounds" / str(k) / "masks.npz") as ma, np.load(killed / "rounds" / str(k) / "masks.npz") as mb:
             assert all(np.array_equal(ma[n], mb[n]) for n in ma.files)
+
+
+# --- steps_per_execution --------------------------------------------------------------------------
+
+
+def test_steps_per_execution_is_checked_and_free_on_resume(tmp_path):
+    with pytest.raises(TfLthError, match=r"steps_per_execution = 30 must divide eval_every \(100\)"):
+        ExperimentConfig(steps_per_execution=30, eval_every=100)
+    with pytest.raises(TfLthError, match=r"must divide the rewind step \(50\)"):
+        ExperimentConfig(steps_per_execution=20, rewind="iteration:50")
+    with pytest.raises(TfLthError, match="steps_per_execution = 0 must be a whole number >= 1"):
+        ExperimentConfig(steps_per_execution=0)
+    Experiment(ExperimentConfig(steps_per_execution=10), tmp_path)._claim_folder()
+    Experiment(ExperimentConfig(steps_per_execution=None), tmp_path)._claim_folder()  # same experiment
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, 100), ({"eval_every": 35}, 35), ({"eval_every": 20}, 10), ({"rewind": "iteration:28"}, 14),
+    ({"eval_every": 20, "steps_per_execution": 5}, 5),
+])
+def test_steps_per_execution_keeps_every_callback_step(mnist5k, options, expected):
+    experiment = Experiment(ExperimentConfig(batch_size=50, **options), "unused")  # 3,500 / 50 = 70 steps an epoch
+    experiment.data = mnist5k
+    assert experiment._steps_per_execution() == expected
+
+
+def test_callback_sees_the_same_steps_with_steps_per_execution(mnist5k):
+    from tf_lth import keras, models
+    from tf_lth.experiment import LOSS
+    from tf_lth.lottery import LotteryTicket
+
+    x, y = (a[:600] for a in mnist5k.arrays("train"))  # 10 steps of 60 an epoch
+    val = tuple(a[:200] for a in mnist5k.arrays("val"))
+
+    def train(every, eval_every=5):
+        keras.utils.set_random_seed(0)
+        ticket = LotteryTicket(models.build("lenet_300_100"), rate=0.5, rewind="iteration:10")
+        ticket.model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"],
+                             steps_per_execution=every, jit_compile=False)
+        ticket.model.fit(x, y, batch_size=60, epochs=2, shuffle=False, verbose=0,
+                         callbacks=[ticket.callback(validation_data=val, eval_every=eval_every)])
+        return ticket
+
+    one, five = train(1), train(5)
+    assert [p["iteration"] for p in five.history[0]["curve"]] == [5, 10, 15, 20]
+    for a, b in zip(one.history[0]["curve"], five.history[0]["curve"]):
+        assert a["iteration"] == b["iteration"] and a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    for a, b in zip(one.thetak, five.thetak):  # θk taken after step 10 either way
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(TfLthError, match=r"steps_per_execution = 3 must divide the steps per epoch \(10\) and "
+                                         r"eval_every \(5\)"):
+        train(3)
+
+
+def test_xla_by_default_but_for_convolutions_on_cpu(mnist5k, tmp_path):
+    from tf_lth import models
+    from tf_lth._keras import tf
+    from tf_lth.lottery import LotteryTicket
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))  # Keras compiles the optimizer's update on GPUs only
+    for model, jit, step, update in (("lenet_300_100", None, True, gpu), ("conv2", None, gpu, True),
+                                     ("conv2", False, False, gpu)):
+        experiment = Experiment(ExperimentConfig(model=model, jit_compile=jit), tmp_path)
+        experiment.data = mnist5k
+        ticket = LotteryTicket(models.build(model, mnist5k.input_shape), experiment.config.ticket_config())
+        experiment._compile(ticket)
+        assert (ticket.model.jit_compile, ticket.model.optimizer.jit_compile) == (step, update)

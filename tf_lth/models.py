@@ -16,26 +16,27 @@ INIT = "glorot_normal"
 
 
 def _dense_head(x, widths, num_classes):
-    for width in widths:
-        x = keras.layers.Dense(width, activation="relu", kernel_initializer=INIT)(x)
+    for i, width in enumerate(widths, 1):
+        x = keras.layers.Dense(width, activation="relu", kernel_initializer=INIT, name=f"fc{i}")(x)
     return keras.layers.Dense(num_classes, kernel_initializer=INIT, name="output")(x)
 
 
 def lenet_300_100(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     """LeNet-300-100: fully connected 300-100-10 (266,610 parameters on 28x28 inputs)."""
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Flatten(name="flatten")(inputs)
     return keras.Model(inputs, _dense_head(x, (300, 100), num_classes), name="lenet_300_100")
 
 
 def _conv_net(name: str, blocks: tuple[int, ...], input_shape, num_classes) -> keras.Model:
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for filters in blocks:  # each block: two 3x3 convs then a 2x2 max-pool
-        for _ in range(2):
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=INIT)(x)
-        x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.Flatten()(x)
+    for b, filters in enumerate(blocks, 1):  # each block: two 3x3 convs then a 2x2 max-pool
+        for c in (1, 2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=INIT,
+                                    name=f"conv{2 * b - 2 + c}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{b}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, _dense_head(x, (256, 256), num_classes), name=name)
 
 
