@@ -4,12 +4,16 @@ It is TF-MOT's ``UpdatePruningStep`` (which the wrappers require) plus what a ro
 θk snapshot for late rewinding, and the validation/test curve that gives the early-stopping
 iteration. Masks stay frozen without it doing per-batch work: tf-lth installs a mask constraint
 on every pruned kernel, which the optimizer applies right after each update.
+
+With ``steps_per_execution=N`` in ``compile``, Keras calls batch hooks once per N steps; the steps
+at which this callback acts (``eval_every``, the θk step, epoch ends) must then be multiples of N.
 """
 from __future__ import annotations
 
 import math
 
 from tf_lth import _keras  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
+from tf_lth.errors import TfLthError
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
 
@@ -49,10 +53,30 @@ class TicketCallback(UpdatePruningStep):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        self._check_steps_per_execution()
+        for layer in self.prunable_layers:  # weights set by hand since the last round are masked too
+            layer.pruning_obj.weight_mask_op()
         if self._start is None:
             self._start = int(self.model.optimizer.iterations.numpy())
         if self.ticket._needs_thetak() and self.ticket.rewind.iteration == 0:
             self.ticket._record_thetak()
+
+    def _check_steps_per_execution(self):
+        """Batch hooks come only at the end of each call of ``steps_per_execution`` steps: every step
+        this callback must see has to end one (a call never spans two epochs)."""
+        every = getattr(self.model, "_steps_per_execution", None)
+        every = 1 if every is None else int(every.numpy())
+        if every == 1 or not self._implements_train_batch_hooks():
+            return
+        marks = {"the steps per epoch": self.params.get("steps")}
+        if self.eval_every:
+            marks["eval_every"] = self.eval_every
+        if self.ticket._needs_thetak():
+            marks["the rewind step"] = self.ticket.rewind.iteration
+        bad = [f"{name} ({n or 'unknown'})" for name, n in marks.items() if not n or n % every]
+        if bad:
+            raise TfLthError(f"steps_per_execution = {every} must divide {' and '.join(bad)}: Keras calls callbacks "
+                             f"once per {every} steps; compile with steps_per_execution=1 or a common divisor")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = int(self.model.optimizer.iterations.numpy()) - self._start

@@ -3,7 +3,9 @@
 Every split holds ``x`` as ``uint8`` of shape ``(N, H, W, C)`` (0-255) and ``y`` as ``uint8``
 class ids; :meth:`Dataset.pipeline` turns a split into a ``tf.data`` pipeline of ``float32``
 images in [0, 1]. Keeping uint8 until the batch is made costs a quarter of the memory of a
-float copy, and no full-dataset float array is ever made.
+float copy, and no full-dataset float array is ever made. The pipelines read the arrays in place:
+each split becomes a TensorFlow tensor once per process, sharing the numpy array's memory (DLPack),
+and ``tf.data`` is told not to rewrite the pipeline graph, which would serialise a copy of it.
 
 | name | source | train / validation / test | shape |
 |---|---|---|---|
@@ -19,6 +21,7 @@ import os
 import pickle
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ IDX_FILES = {
 SUBDIRS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py"}
 MNIST5K_TEST = 1000
 SPLIT_SEED = 1234  # fixes mnist5k's test split so that every seed is scored on the same digits
+ALIGN = 64  # bytes: TensorFlow only shares the memory of arrays aligned like its own tensors
 
 
 @dataclass(frozen=True)
@@ -68,13 +72,11 @@ class Dataset:
         The uint8 arrays are sliced, batched, then normalised per batch; with ``shuffle`` the
         order is reshuffled every epoch from ``seed`` (deterministic across runs).
         """
-        x, y = self.split(split)
+        x, y = self._tensors[split]
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).map(normalize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
+        return _in_place(ds.batch(batch_size).map(normalize, num_parallel_calls=tf.data.AUTOTUNE))
 
     def epochs(self, batch_size: int, epochs: int, seed: int = 0, initial_epoch: int = 0):
         """Training batches for epochs ``initial_epoch .. epochs - 1``, and the steps per epoch.
@@ -83,18 +85,55 @@ class Dataset:
         at any epoch sees exactly the batches an uninterrupted run sees. Batches are gathered from
         the uint8 arrays and normalised on the fly (no float copy of the dataset).
         """
-        x, y = (tf.constant(a) for a in self.split("train"))
+        x, y = self._tensors["train"]
         n = len(self.x_train)
-        order = np.stack([np.random.default_rng([seed, e]).permutation(n) for e in range(initial_epoch, epochs)])
-        ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int32)).flat_map(
+        order = np.stack([np.random.default_rng([seed, e]).permutation(n).astype(np.int32)
+                          for e in range(initial_epoch, epochs)])
+        ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
             lambda perm: tf.data.Dataset.from_tensor_slices(perm).batch(batch_size))
         ds = ds.map(lambda idx: normalize(tf.gather(x, idx), tf.gather(y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE), -(-n // batch_size)
+        return _in_place(ds), -(-n // batch_size)
+
+    @cached_property
+    def _tensors(self) -> dict:
+        """Split -> ``(x, y)`` tensors that share the arrays' memory (made once, on first use)."""
+        return {name: tuple(_shared_tensor(a) for a in self.split(name)) for name in ("train", "val", "test")}
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(float32 x in [0, 1], int32 y)`` numpy arrays: handy for small splits and tests."""
         x, y = self.split(split)
         return x.astype(np.float32) / 255.0, y.astype(np.int32)
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself if TensorFlow can share its memory (C order, writable, aligned), else such a copy."""
+    if a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % ALIGN == 0:
+        return a
+    return _take(a, np.arange(len(a)))
+
+
+def _take(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``a[rows]`` gathered straight into a new ``ALIGN``-byte aligned array."""
+    shape = (len(rows), *a.shape[1:])
+    size = int(np.prod(shape)) * a.itemsize
+    buffer = np.empty(size + ALIGN, np.uint8)
+    start = -buffer.ctypes.data % ALIGN
+    out = buffer[start:start + size].view(a.dtype).reshape(shape)
+    np.take(a, rows, axis=0, out=out, mode="clip")  # "clip": no temporary buffer (rows are valid)
+    return out
+
+
+def _shared_tensor(a: np.ndarray):
+    """A tensor over the memory of ``a`` (or of an aligned copy): no copy of the data in TensorFlow."""
+    return tf.experimental.dlpack.from_dlpack(_aligned(a).__dlpack__())
+
+
+def _in_place(ds):
+    """Prefetched, without tf.data's default graph rewrites: they serialise the pipeline's captured
+    tensors (here the whole training split) into a graph, a transient copy of the data per pipeline."""
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def normalize(x, y):
@@ -120,11 +159,12 @@ def load(name: str = "mnist5k", data_dir: str | os.PathLike | None = None, valid
         )
     order = np.random.default_rng(seed).permutation(len(x_train))
     train, val = order[: len(x_train) - validation], order[len(x_train) - validation:]
-    return Dataset(name, x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test)
+    return Dataset(name, _take(x_train, train), _take(y_train, train), _take(x_train, val), _take(y_train, val),
+                   _aligned(x_test), _aligned(y_test))
 
 
 def _as_images(x: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    return np.ascontiguousarray(x.reshape(-1, height, width, channels).astype(np.uint8))
+    return np.ascontiguousarray(x.reshape(-1, height, width, channels).astype(np.uint8, copy=False))
 
 
 def _load_mnist5k(data_dir=None):

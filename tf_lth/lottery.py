@@ -1,6 +1,6 @@
 """``LotteryTicket``: iterative magnitude pruning with rewinding on TF-MOT's pruning wrappers.
 
-The user's model is wrapped with ``prune_low_magnitude`` (a :class:`~tf_lth.schedules.FrozenMask`
+The user's model is wrapped with TF-MOT's ``PruneLowMagnitude`` (a :class:`~tf_lth.schedules.FrozenMask`
 schedule, so TF-MOT never changes a mask), θ0 is recorded, and each :meth:`next_round` prunes by
 the criterion, rewinds the weights, writes the masks into the wrappers' ``pruning_vars`` and resets
 the optimizer. Every pruned kernel carries a mask constraint that the Keras optimizer applies after
@@ -8,6 +8,7 @@ each update, so pruned weights are exactly zero after every batch and in every c
 """
 from __future__ import annotations
 
+import inspect
 import json
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +23,8 @@ from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, read_npz, write_json, write_npz
 from tf_lth.rewind import PRUNED, SURVIVORS, Rewind, survivor_values
 from tf_lth.schedules import FrozenMask
-from tensorflow_model_optimization.python.core.sparsity.keras import prune, prune_registry, prunable_layer
+from tensorflow_model_optimization.python.core.keras.utils import smart_cond
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, prunable_layer
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 SCOPES = ("layerwise", "global")
@@ -90,6 +92,31 @@ def _prunable(layer) -> bool:
     if isinstance(layer, prunable_layer.PrunableLayer):
         return True
     return prune_registry.PruneRegistry.supports(layer) and bool(prune_registry.PruneRegistry._weight_names(layer))
+
+
+@keras.utils.register_keras_serializable(package="tf_lth")
+class _FrozenWrapper(PruneLowMagnitude):
+    """TF-MOT's pruning wrapper, for rounds whose masks never change.
+
+    TF-MOT's ``call`` asks the schedule for a mask update at every training step (a conditional
+    top-k that XLA compiles all the same) and assigns ``weight * mask`` before every forward pass.
+    Here masks change only between rounds and the mask constraint zeroes pruned weights after every
+    update (:class:`TicketCallback` masks them when training begins), so ``call`` only counts the
+    step, as TF-MOT does, and runs the layer: the compiled step is the plain model's.
+    """
+
+    def call(self, inputs, training=None, **kwargs):
+        if training is None:
+            training = keras.backend.learning_phase()
+
+        def count():
+            with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+                return tf.no_op()
+
+        self.add_update(smart_cond(training, count, tf.no_op))
+        if "training" in inspect.getfullargspec(self.layer.call).args:
+            kwargs["training"] = training
+        return self.layer.call(inputs, **kwargs)
 
 
 class _KeepMasked:
@@ -165,7 +192,7 @@ class LotteryTicket:
 
     # -- wrapping -------------------------------------------------------------------------
     def _wrap(self, layer):
-        return prune.prune_low_magnitude(layer, pruning_schedule=FrozenMask())
+        return _FrozenWrapper(layer, pruning_schedule=FrozenMask())
 
     def _collect(self, frozen: bool) -> _Weights:
         w = _Weights([])

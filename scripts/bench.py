@@ -1,0 +1,412 @@
+#!/usr/bin/env python
+"""Speed and memory of tf-lth against the plain tf_keras + TF-MOT script a user would write.
+
+    scripts/bench.py [--parts w epoch ops tflite] [--repeats 3] [--out bench.json] [--data-dir DIR]
+
+Parts (all by default; 8 minutes on 2 quiet cores, W taking 5 of them):
+
+w       Work W: LeNet-300-100 on Fashion-MNIST, SGD 0.1, batch 128, a dense round and 3 levels of
+        5 epochs, global 20% per level (output layer never pruned), rewind to init, a test pass
+        per epoch, run as a fresh process three ways: tf-lth's runner (scripts/run_lth.py), the
+        plain TF-MOT script (scripts/baseline_tfmot.py) and the same schedule without wrappers
+        (``--dense``). Repeat i runs all three with seed i, one after the other (interleaved,
+        rotating who goes first). Wall time and peak RSS are the whole process's (``wait4``).
+epoch   Seconds per training epoch of a tf-lth round (the runner's compile settings, input
+        pipeline and callback, after one pruning round) against plain ``fit`` of the dense model on
+        float32 numpy arrays, in this process, alternating. LeNet-300-100: Fashion-MNIST, W's
+        optimizer. Conv-2: Fashion-MNIST images zero-padded to 32x32 and repeated over 3 channels
+        (CIFAR-shaped input from real images), the paper's Adam 2e-4 and batch 60, over the first
+        ``--conv-images`` training images per epoch.
+ops     What the engine does between rounds on LeNet-300-100 (mask computation, rewind, saving
+        the ticket, the epoch checkpoint, the two supermask evaluations) and the export the runner
+        does once at the end, against the wall time of a round of W run by the runner in this
+        process.
+tflite  Bytes, latency (batch 1 and 64, one thread) and test accuracy of exported LeNet-300-100
+        tickets at several sparsities, fp32 and int8, unstructured and in 1x4 blocks, against the
+        dense fp32 file: :func:`tf_lth.export.export_ticket` on tickets pruned in one shot from a
+        dense model trained 2 epochs, then fine-tuned 1 epoch under their masks.
+
+Ratios are medians of same-repeat ratios (the machine is noisy: only those mean anything).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+W = {"rounds": 3, "epochs": 5, "rate": 0.2, "batch_size": 128, "learning_rate": 0.1}
+PARTS = ("w", "epoch", "ops", "tflite")
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def table(rows) -> str:
+    from tf_lth.export import format_table
+
+    return format_table([[str(c) for c in row] for row in rows])
+
+
+# -- 1. work W, three ways, whole processes --------------------------------------------------------
+def w_commands(seed: int, out: Path, data_dir: str | None) -> dict:
+    python = sys.executable
+    runner = [python, str(ROOT / "scripts" / "run_lth.py"), "--dataset", "fashion_mnist", "--optimizer", "sgd",
+              "--learning-rate", str(W["learning_rate"]), "--batch-size", str(W["batch_size"]),
+              "--rounds", str(W["rounds"]), "--epochs", str(W["epochs"]), "--scope", "global",
+              "--rate", str(W["rate"]), "--ignore", "output", "--controls", "none", "--export", "none",
+              "--quiet", "--seed", str(seed), "-o", str(out / f"tf-lth-{seed}")]
+    plain = [python, str(ROOT / "scripts" / "baseline_tfmot.py"), "--rounds", str(W["rounds"]),
+             "--epochs", str(W["epochs"]), "--rate", str(W["rate"]), "--seed", str(seed)]
+    if data_dir:
+        runner += ["--data-dir", data_dir]
+        plain += ["--data-dir", data_dir]
+    return {"tf-lth": runner, "tfmot": plain, "dense": [*plain, "--dense"]}
+
+
+def run_process(command: list, log: Path) -> dict:
+    """Wall seconds and peak RSS (MiB) of ``command`` as a fresh process; its output goes to ``log``."""
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{tail}")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def final_accuracy(name: str, seed: int, out: Path, log: Path) -> tuple[float, list]:
+    """Test accuracy after the last level, and the seconds of each pruning round (tf-lth only)."""
+    if name == "tf-lth":
+        rounds = json.loads((out / f"tf-lth-{seed}" / "results.json").read_text())["rounds"]
+        return rounds[-1]["test_accuracy"], [r["wall_seconds"] for r in rounds[1:]]
+    line = [ln for ln in log.read_text().splitlines() if ln.startswith("{")][-1]
+    return json.loads(line)["levels"][-1]["test_accuracy"], []
+
+
+def part_w(args) -> dict:
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for seed in range(args.repeats):
+            commands = list(w_commands(seed, out, args.data_dir).items())
+            commands = commands[seed % 3:] + commands[:seed % 3]  # rotate who goes first
+            for name, command in commands:
+                log = out / f"{name}-{seed}.log"
+                result = run_process(command, log)
+                result["test_accuracy"], result["round_s"] = final_accuracy(name, seed, out, log)
+                runs.append({"variant": name, "seed": seed, **result})
+                print(f"  W {name:7s} seed {seed}: {result['wall_s']:6.1f} s  {result['peak_rss_mib']:7.1f} MiB  "
+                      f"test {result['test_accuracy']:.4f}", flush=True)
+
+    def of(name, key):
+        return [r[key] for r in runs if r["variant"] == name]
+
+    summary = {}
+    for name in ("tf-lth", "tfmot", "dense"):
+        summary[name] = {"wall_s": median(of(name, "wall_s")), "peak_rss_mib": median(of(name, "peak_rss_mib")),
+                         "test_accuracy_mean": round(statistics.mean(of(name, "test_accuracy")), 4),
+                         "wall_vs_tfmot": median([a / b for a, b in zip(of(name, "wall_s"), of("tfmot", "wall_s"))]),
+                         "rss_vs_tfmot": median([a / b for a, b in zip(of(name, "peak_rss_mib"),
+                                                                       of("tfmot", "peak_rss_mib"))])}
+    round_s = median([s for r in runs if r["variant"] == "tf-lth" for s in r["round_s"]])
+    rows = [("variant", "wall s", "x tfmot", "peak RSS MiB", "x tfmot", "final test acc (mean of seeds)")]
+    for name, s in summary.items():
+        rows.append((name, f"{s['wall_s']:.1f}", f"{s['wall_vs_tfmot']:.2f}", f"{s['peak_rss_mib']:.0f}",
+                     f"{s['rss_vs_tfmot']:.2f}", f"{s['test_accuracy_mean']:.4f}"))
+    print(table(rows))
+    return {"runs": runs, "summary": summary, "tf_lth_round_s": round_s}
+
+
+# -- 2. seconds per epoch, in process ----------------------------------------------------------------
+def padded_rgb(ds, n: int):
+    """The first ``n`` training images (and the whole test split) zero-padded to 32x32, 3 channels."""
+    import numpy as np
+
+    from tf_lth import data
+
+    def rgb(x):
+        return np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
+
+    return data.Dataset("fashion_mnist_32x32x3", rgb(ds.x_train[:n]), ds.y_train[:n], rgb(ds.x_val[:1000]),
+                        ds.y_val[:1000], rgb(ds.x_test[:1000]), ds.y_test[:1000])
+
+
+def runner_ticket(cfg, ds, folder):
+    """A ticket compiled exactly as tf-lth's runner compiles it."""
+    from tf_lth import keras, models
+    from tf_lth.experiment import Experiment
+    from tf_lth.lottery import LotteryTicket
+
+    experiment = Experiment(cfg, folder, verbose=0)
+    experiment.data = ds
+    keras.utils.set_random_seed(cfg.seed)
+    ticket = LotteryTicket(models.build(cfg.model, ds.input_shape, ds.num_classes), cfg.ticket_config())
+    experiment._compile(ticket)
+    return ticket
+
+
+def epoch_ratio(cfg, ds, reps: int, folder) -> dict:
+    from tf_lth import keras, models
+    from tf_lth.experiment import LOSS
+
+    class Clock(keras.callbacks.Callback):
+        """Seconds from the start to the end of the (single) epoch of a ``fit``."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    batch = cfg.batch_size or models.spec(cfg.model).batch_size
+    ticket = runner_ticket(cfg, ds, folder)
+    keras.utils.set_random_seed(cfg.seed)
+    plain = models.build(cfg.model, ds.input_shape, ds.num_classes)
+    plain.compile(optimizer=cfg.make_optimizer(), loss=LOSS, metrics=["accuracy"])
+    x, y = ds.arrays("train")
+
+    def ticket_epoch(rep):
+        train, steps = ds.epochs(batch, 1, seed=rep)
+        clock = Clock()
+        ticket.model.fit(train, epochs=1, steps_per_epoch=steps, callbacks=[ticket.callback(), clock], verbose=0)
+        return clock.seconds
+
+    def plain_epoch(rep):
+        clock = Clock()
+        plain.fit(x, y, batch_size=batch, epochs=1, callbacks=[clock], verbose=0)
+        return clock.seconds
+
+    ticket_epoch(1000)  # compile, then a pruning round as in W's levels
+    ticket.next_round()
+    ticket_epoch(1001)
+    plain_epoch(1000)
+    times = {"tf-lth": [], "plain": []}
+    for rep in range(reps):
+        order = [("tf-lth", ticket_epoch), ("plain", plain_epoch)][:: 1 if rep % 2 == 0 else -1]
+        for name, fn in order:
+            times[name].append(round(fn(rep), 3))
+    ratios = [a / b for a, b in zip(times["tf-lth"], times["plain"])]
+    return {"images": len(ds.x_train), "batch": batch, "jit_compile": ticket.model.jit_compile,
+            "optimizer_jit_compile": ticket.model.optimizer.jit_compile,
+            "steps_per_execution": int(ticket.model._steps_per_execution.numpy()), "times_s": times,
+            "tf_lth_s": median(times["tf-lth"]), "plain_s": median(times["plain"]), "ratio": round(median(ratios), 3)}
+
+
+def part_epoch(args, ds) -> dict:
+    from tf_lth.experiment import ExperimentConfig
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        lenet = ExperimentConfig(dataset="fashion_mnist", optimizer="sgd", learning_rate=W["learning_rate"],
+                                 batch_size=W["batch_size"], scope="global", rate=W["rate"], ignore=("output",),
+                                 controls=(), export=())
+        out["lenet_300_100"] = epoch_ratio(lenet, ds, args.epoch_repeats, Path(tmp) / "lenet")
+        conv = ExperimentConfig(model="conv2", dataset="fashion_mnist", controls=(), export=())
+        out["conv2"] = epoch_ratio(conv, padded_rgb(ds, args.conv_images), args.epoch_repeats, Path(tmp) / "conv2")
+    rows = [("model", "images/epoch", "batch", "XLA", "steps/exec", "tf-lth s/epoch", "plain fit s/epoch", "ratio")]
+    for name, r in out.items():
+        xla = "step" if r["jit_compile"] else "update" if r["optimizer_jit_compile"] else "no"
+        rows.append((name, f"{r['images']:,}", r["batch"], xla, r["steps_per_execution"],
+                     f"{r['tf_lth_s']:.2f}", f"{r['plain_s']:.2f}", f"{r['ratio']:.2f}"))
+    print(table(rows))
+    return out
+
+
+# -- 3. engine operations between rounds -----------------------------------------------------------------
+def part_ops(args, ds) -> dict:
+    from tf_lth import export
+    from tf_lth.experiment import Experiment, ExperimentConfig, _EpochCheckpoint
+    from tf_lth.lottery import LotteryTicket
+
+    cfg = ExperimentConfig(dataset="fashion_mnist", data_dir=args.data_dir, optimizer="sgd",
+                           learning_rate=W["learning_rate"], batch_size=W["batch_size"], rounds=1, epochs=W["epochs"],
+                           scope="global", rate=W["rate"], ignore=("output",), controls=(), export=())
+    times = {k: [] for k in ("prune (masks)", "rewind", "save", "epoch checkpoint", "supermask evals (2)")}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        experiment = Experiment(cfg, run, verbose=0, log=lambda *a: None)
+        results = experiment.run()
+        round_s = results["rounds"][1]["wall_seconds"]
+        ticket = LotteryTicket.load(run)
+        experiment._compile(ticket)
+        ticket.model.optimizer.build(ticket.model.trainable_variables)
+        test = ds.pipeline("test", 1000)
+        rewind = []
+        for method in ("_set_weights", "reset_optimizer"):
+            def timed(*a, _f=getattr(ticket, method), **k):
+                start = time.perf_counter()
+                _f(*a, **k)
+                rewind.append(time.perf_counter() - start)
+            setattr(ticket, method, timed)
+        callback = ticket.callback()
+        callback._start = 0
+        checkpoint = _EpochCheckpoint(ticket, Path(tmp) / "ckpt.npz", callback)
+        checkpoint.set_model(ticket.model)
+        for _ in range(args.ops_repeats):
+            rewind.clear()
+            start = time.perf_counter()
+            ticket.next_round()
+            total = time.perf_counter() - start
+            times["rewind"].append(sum(rewind))
+            times["prune (masks)"].append(total - sum(rewind))
+            for name, fn in (("save", lambda: ticket.save(Path(tmp) / "saved")),
+                             ("epoch checkpoint", lambda: checkpoint.on_epoch_end(0)),
+                             ("supermask evals (2)", lambda: [ticket.supermask_accuracy(test, s)
+                                                              for s in ("original", "signed_constant")])):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        export_s = {}
+        for benchmark in (True, False):
+            start = time.perf_counter()
+            export.export_ticket(ticket.model, Path(tmp) / f"export-{benchmark}", name="lenet_300_100",
+                                 round=ticket.round, dataset=ds, benchmark=benchmark)
+            export_s[benchmark] = time.perf_counter() - start
+    per_round = {k: median(v) for k, v in times.items()}
+    between = per_round["prune (masks)"] + per_round["rewind"] + per_round["save"]
+    rows = [("operation", "seconds", "% of a round")]
+    for name, s in per_round.items():
+        rows.append((name, f"{s:.4f}", f"{100 * s / round_s:.2f}"))
+    rows.append(("prune + rewind + save", f"{between:.4f}", f"{100 * between / round_s:.2f}"))
+    for benchmark, s in export_s.items():
+        what = "with" if benchmark else "without"
+        rows.append((f"export, {what} latency runs (once per run)", f"{s:.2f}", f"{100 * s / round_s:.1f}"))
+    print(f"a LeNet-300-100 round of W (5 epochs, val + test per epoch, in this process): {round_s:.2f} s")
+    print(table(rows))
+    return {"round_s": round_s, "seconds": per_round, "between_rounds_s": round(between, 4),
+            "between_rounds_fraction": round(between / round_s, 4),
+            "export_s": {"with_latency": round(export_s[True], 2), "without_latency": round(export_s[False], 2)}}
+
+
+# -- 4. exported tickets -----------------------------------------------------------------------------------
+def part_tflite(args, ds) -> dict:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_export import STRUCTURES
+    from tf_lth import export, keras, models
+    from tf_lth.experiment import LOSS
+    from tf_lth.lottery import LotteryTicket
+
+    def train(model, epochs, callbacks=()):
+        model.compile(optimizer=keras.optimizers.SGD(W["learning_rate"]), loss=LOSS, metrics=["accuracy"])
+        model.fit(ds.pipeline("train", W["batch_size"], shuffle=True), epochs=epochs, callbacks=list(callbacks),
+                  verbose=0)
+
+    keras.utils.set_random_seed(0)
+    dense = models.build("lenet_300_100", ds.input_shape)
+    train(dense, 2)
+    tickets, rows = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for structure, block in STRUCTURES.items():
+            for sparsity in args.sparsity:
+                source = keras.models.clone_model(dense)
+                source.set_weights(dense.get_weights())
+                ticket = LotteryTicket(source, rewind="finetune", block_size=block,
+                                       rates={"dense": sparsity, "output": sparsity})
+                ticket.next_round()  # one shot from the trained weights, which it keeps
+                train(ticket.model, 1, [ticket.callback()])
+                info = export.export_ticket(ticket.model, Path(tmp) / f"{structure}-{sparsity}",
+                                            name="lenet_300_100", round=1, dataset=ds, formats=("tflite", "int8"))
+                dense_us = info["dense"]["latency_us"].values()
+                fastest = {b: min(lat[b] for lat in dense_us) for b in ("batch1", "batch64")}
+                for kind, r in info["formats"].items():
+                    t = {"structure": structure, "sparsity": sparsity, "format": kind, "bytes": r["bytes"],
+                         "bytes_vs_dense": r["bytes_vs_dense"], "resolver": r["resolver"],
+                         "latency_us": r["latency_us"], "speedup_vs_dense_same_resolver": r["speedup_vs_dense"],
+                         "speedup_vs_fastest_dense": {b: round(fastest[b] / r["latency_us"][b], 3) for b in fastest},
+                         "keras_test_accuracy": info["keras_test_accuracy"], "test_accuracy": r["test_accuracy"]}
+                    tickets.append(t)
+                    rows.append((structure, f"{sparsity:.2f}", kind, f"{t['bytes']:,}", f"{t['bytes_vs_dense']:.3f}",
+                                 f"{t['latency_us']['batch1']:.1f}", f"{t['speedup_vs_fastest_dense']['batch1']:.2f}",
+                                 f"{t['speedup_vs_dense_same_resolver']['batch1']:.2f}",
+                                 f"{t['latency_us']['batch64']:.1f}", f"{t['speedup_vs_fastest_dense']['batch64']:.2f}",
+                                 f"{t['keras_test_accuracy']:.4f}", f"{t['test_accuracy']:.4f}", t["resolver"]))
+    reference = {"bytes": info["dense"]["bytes"], "latency_us": info["dense"]["latency_us"]}
+    print(f"dense fp32: {reference['bytes']:,} bytes; " + "; ".join(
+        f"{res}: {lat['batch1']:.1f} us (batch 1), {lat['batch64']:.1f} us (batch 64)"
+        for res, lat in reference["latency_us"].items()))
+    print(table([("structure", "sparsity", "format", "bytes", "x dense", "us b1", "x faster b1", "(same resolver)",
+                  "us b64", "x faster b64", "keras acc", "tflite acc", "resolver"), *rows]))
+    return {"dense": reference, "tickets": tickets}
+
+
+# -- acceptance ------------------------------------------------------------------------------------------------
+def acceptance(report: dict) -> dict:
+    checks = {}
+    if "w" in report:
+        s = report["w"]["summary"]
+        checks["1. W: tf-lth wall <= 0.60x tfmot"] = s["tf-lth"]["wall_vs_tfmot"] <= 0.60
+        checks["1. W: tf-lth peak RSS <= 1,000 MiB"] = s["tf-lth"]["peak_rss_mib"] <= 1000
+        checks["1. W: accuracy within 0.5 pp of tfmot"] = abs(
+            s["tf-lth"]["test_accuracy_mean"] - s["tfmot"]["test_accuracy_mean"]) <= 0.005
+    if "epoch" in report:
+        checks["2. epoch: LeNet-300-100 <= 0.80x plain fit"] = report["epoch"]["lenet_300_100"]["ratio"] <= 0.80
+        checks["2. epoch: Conv-2 <= 1.0x plain fit"] = report["epoch"]["conv2"]["ratio"] <= 1.0
+    if "ops" in report:
+        checks["3. prune + rewind + save <= 5% of a LeNet round"] = report["ops"]["between_rounds_fraction"] <= 0.05
+    if "tflite" in report:
+        at90 = [t for t in report["tflite"]["tickets"] if t["sparsity"] == 0.9]
+        checks["4. 90% ticket >= 2x the fastest dense fp32 at batch 1, accuracy within 0.5 pp"] = any(
+            t["speedup_vs_fastest_dense"]["batch1"] >= 2 and abs(t["test_accuracy"] - t["keras_test_accuracy"]) <= 0.005
+            for t in at90)
+    for name, ok in checks.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    return checks
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--repeats", type=int, default=3, help="runs of W per variant (seeds 0..N-1)")
+    parser.add_argument("--epoch-repeats", type=int, default=5, help="timed epochs per side and model")
+    parser.add_argument("--conv-images", type=int, default=3000, help="training images per Conv-2 epoch")
+    parser.add_argument("--ops-repeats", type=int, default=5)
+    parser.add_argument("--sparsity", type=float, nargs="+", default=list(SPARSITIES))
+    parser.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the system copy)")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args(argv)
+
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+              "args": vars(args), "seconds": {}}
+    started = time.perf_counter()
+    ds = None
+    for part in PARTS:
+        if part not in args.parts:
+            continue
+        print(f"== {part}", flush=True)
+        t0 = time.perf_counter()
+        if part == "w":
+            report[part] = part_w(args)
+        else:
+            if ds is None:
+                from tf_lth import data
+                from tf_lth._keras import tf
+
+                tf.get_logger().setLevel("ERROR")  # export's reloads warn about metrics they do not need
+                ds = data.load("fashion_mnist", args.data_dir)
+            report[part] = {"epoch": part_epoch, "ops": part_ops, "tflite": part_tflite}[part](args, ds)
+        report["seconds"][part] = round(time.perf_counter() - t0, 1)
+    report["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    print("== acceptance")
+    report["acceptance"] = acceptance(report)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{report['seconds']['total'] / 60:.1f} min; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
