@@ -48,6 +48,9 @@ def test_flag_types():
                  "iteration:100", "--no-jit"])
     assert cfg.rates == {"dense": 0.3, "output": 0.15} and cfg.m_by_n == (2, 4)
     assert cfg.ignore == ("output",) and cfg.rewind == "iteration:100" and cfg.jit_compile is False
+    cfg = parse(["--jit", "--steps-per-execution", "20", "--eval-every", "100"])
+    assert (cfg.jit_compile, cfg.steps_per_execution) == (True, 20)
+    assert parse([]).jit_compile is None and parse([]).steps_per_execution is None  # automatic
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -58,6 +61,7 @@ def test_flag_types():
     (["--dataset", "fashion_mnist", "--data-dir", "/no/such/folder"], "does not exist"),
     (["--controls", "random_reinit,lucky"], "unknown controls lucky"),
     (["--rewind", "iteration:soon"], "unknown rewind"),
+    (["--steps-per-execution", "30", "--eval-every", "100"], "must divide eval_every"),
     (["--block-size", "4by1"], "4x1"),
     (["--config", "/no/such/file.json"], "cannot read config file"),
 ])
@@ -223,10 +227,10 @@ def test_callback_sees_the_same_steps_with_steps_per_execution(mnist5k):
 
 def test_xla_by_default_but_for_convolutions_on_cpu(mnist5k, tmp_path):
     from tf_lth import models
-    from tf_lth._keras import tf
+    from tf_lth._keras import has_gpu
     from tf_lth.lottery import LotteryTicket
 
-    gpu = bool(tf.config.list_physical_devices("GPU"))  # Keras compiles the optimizer's update on GPUs only
+    gpu = has_gpu()  # Keras compiles the optimizer's update on GPUs only
     for model, jit, step, update in (("lenet_300_100", None, True, gpu), ("conv2", None, gpu, True),
                                      ("conv2", False, False, gpu)):
         experiment = Experiment(ExperimentConfig(model=model, jit_compile=jit), tmp_path)

@@ -4,6 +4,8 @@ TensorFlow >= 2.16 resolves ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS
 before ``tf.keras`` is first touched, so this module sets it and hands out ``tf_keras`` itself;
 the rest of tf-lth and its users import ``keras`` from here (``from tf_lth import keras``).
 """
+import contextlib
+import functools
 import importlib
 import os
 import re
@@ -17,23 +19,24 @@ from tf_lth.errors import TfLthError
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# TensorFlow's native libraries print INFO lines while they load, before any log level applies.
+# TensorFlow's native libraries print INFO lines while they load, before any log level applies,
+# and an error line when a CPU-only machine is asked for its GPUs.
 NATIVE_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*)$"
+    r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*"
+    r"|E\d{4} [\d:.]+\s+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*)$"
 )
 
 
-def _import_quietly(name: str):
-    """Import ``name`` with the native INFO start-up lines filtered out of stderr (others pass)."""
-    if name in sys.modules:
-        return sys.modules[name]
+@contextlib.contextmanager
+def _native_noise_filtered():
+    """Run the block with the native start-up noise above filtered out of stderr (other lines pass)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            return importlib.import_module(name)
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -43,8 +46,25 @@ def _import_quietly(name: str):
             sys.stderr.flush()
 
 
+def _import_quietly(name: str):
+    """Import ``name`` without the native start-up noise."""
+    if name in sys.modules:
+        return sys.modules[name]
+    with _native_noise_filtered():
+        return importlib.import_module(name)
+
+
+@functools.cache
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (asked once; CUDA's complaint on CPU-only machines is dropped)."""
+    with _native_noise_filtered():
+        return bool(tf.config.list_physical_devices("GPU"))
+
+
 tf = _import_quietly("tensorflow")
 keras = _import_quietly("tf_keras")
+from tf_keras.src.utils.tf_utils import can_jit_compile  # noqa: E402  (XLA usable on this platform)
+has_gpu()  # CUDA is probed now, where its complaint on CPU-only machines can be filtered, not at the first op
 
 KERAS3_MESSAGE = (
     "{what} is a Keras 3 model; tf-lth (like TF-MOT) needs a Keras 2 model: build it with "
@@ -65,4 +85,4 @@ def require_tf_keras_model(model, what: str = "the model") -> None:
         raise TfLthError(f"{what} must be a tf_keras Model, got {type(model).__name__}")
 
 
-__all__ = ["keras", "tf", "require_tf_keras_model", "is_keras3"]
+__all__ = ["keras", "tf", "require_tf_keras_model", "is_keras3", "has_gpu", "can_jit_compile"]

@@ -173,7 +173,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=S, help="random seed (default: 0)")
     g.add_argument("--export", type=_csv, default=S, metavar="FORMATS",
                    help="formats of the final ticket: saved_model,tflite,int8,fp16 or none")
+    g.add_argument("--jit", dest="jit_compile", action="store_true", default=S,
+                   help="XLA for the whole training step (default: on, but for convolutional models without a GPU)")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false", default=S, help="no XLA compilation")
+    g.add_argument("--steps-per-execution", type=int, default=S, metavar="N",
+                   help="training steps per call into TensorFlow (default: the most, up to 100, that keep "
+                        "every evaluation point, rewind step and epoch end)")
 
 
 def _read_config(path: str) -> dict:

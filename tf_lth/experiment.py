@@ -26,12 +26,11 @@ import numpy as np
 
 from tf_lth import data as data_lib
 from tf_lth import models
-from tf_lth._keras import keras, tf
+from tf_lth._keras import can_jit_compile, has_gpu, keras
 from tf_lth.errors import TfLthError
 from tf_lth.io import atomic_write, read_json, read_npz, write_json, write_npz
 from tf_lth.lottery import CONTROLS, LotteryTicket, TicketConfig
 from tf_lth.rewind import Rewind
-from tf_keras.src.utils.tf_utils import can_jit_compile
 
 OPTIMIZERS = ("adam", "sgd")
 # config keys that may change when a run is resumed: where the data lives, what is exported, and
@@ -143,7 +142,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.ticket, self.path, self.cb = ticket, path, ticket_callback
 
     def on_epoch_end(self, epoch, logs=None):
-        arrays = {f"w{i}": a for i, a in enumerate(self.ticket._w.snapshot())}
+        arrays = {f"w{i}": a for i, a in enumerate(self.ticket.get_weights())}
         arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(self.model.optimizer.variables)})
         if self.ticket.thetak is not None:
             arrays.update({f"thetak{i}": a for i, a in enumerate(self.ticket.thetak)})
@@ -212,7 +211,7 @@ class Experiment:
         optimizer, jit = self.config.make_optimizer(), self.config.jit_compile
         if jit is None:
             convolutional = any("conv" in type(layer).__name__.lower() for layer in ticket.source.layers)
-            jit = not convolutional or bool(tf.config.list_physical_devices("GPU"))
+            jit = not convolutional or has_gpu()
             if not jit:  # Keras compiles the optimizer's update with XLA on GPUs only; on CPUs it pays off too
                 optimizer.jit_compile = can_jit_compile()
         ticket.model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"], jit_compile=jit,
@@ -249,7 +248,7 @@ class Experiment:
         state = read_npz(ckpt)
         try:
             meta = json.loads(state.pop("meta").tobytes())
-            ticket._w.assign([state[f"w{i}"] for i in range(len(ticket.theta0))])
+            ticket.set_weights([state[f"w{i}"] for i in range(len(ticket.theta0))])
             opt = ticket.model.optimizer
             opt.build(ticket.model.trainable_variables)
             for i, v in enumerate(opt.variables):
@@ -346,12 +345,13 @@ class Experiment:
         return row
 
     def _export(self, ticket: LotteryTicket | None, r: int) -> None:
-        from tf_lth.export import export_ticket
+        from tf_lth.export import export_ticket, summary
 
         if ticket is None or ticket.round != r:
             ticket = LotteryTicket.load(self.out, round=r)
-        export_ticket(ticket.model, self.out / "export" / f"round_{r}", name=self.config.model, round=r,
-                      dataset=self.data, formats=self.config.export)
+        info = export_ticket(ticket.model, self.out / "export" / f"round_{r}", name=self.config.model, round=r,
+                             dataset=self.data, formats=self.config.export)
+        self.log(summary(info))
 
     def _progress(self, row: dict, results: list, started: float) -> None:
         left = self.config.rounds - row["round"]
@@ -384,8 +384,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def summary_table(results: list, controls: tuple) -> str:
-    """The end-of-run table: one line per round."""
-    head = f"{'round':>5} {'remain%':>8} {'test':>7} {'es_iter':>8} {'es_test':>8} {'supermask':>9}"
+    """The end-of-run table: one line per round (smask_sc: untrained supermask over signed constants)."""
+    head = f"{'round':>5} {'remain%':>8} {'test':>7} {'es_iter':>8} {'es_test':>8} {'smask_sc':>9}"
     head += "".join(f" {c:>14}" for c in controls)
     lines = [head]
     for r in results:

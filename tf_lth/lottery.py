@@ -139,7 +139,6 @@ class _Weights:
 
     variables: list
     kernels: dict = field(default_factory=dict)  # key -> index into variables
-    mask_vars: dict = field(default_factory=dict)  # key -> TF-MOT mask variable
     keep_vars: dict = field(default_factory=dict)  # key -> mask the constraint applies
     frozen_vars: dict = field(default_factory=dict)  # key -> values of pruned weights (pruned="frozen")
     layers: dict = field(default_factory=dict)  # key -> inner layer
@@ -203,7 +202,7 @@ class LotteryTicket:
             if isinstance(layer, PruneLowMagnitude):
                 for weight, mask, _ in layer.pruning_vars:
                     key = f"{inner.name}/{_short(weight)}"
-                    w.kernels[key], w.mask_vars[key], w.layers[key] = index[id(weight)], mask, inner
+                    w.kernels[key], w.layers[key] = index[id(weight)], inner
                     if frozen:  # TF-MOT's mask stays all ones; the constraint keeps pruned values at θ0
                         w.keep_vars[key] = tf.Variable(tf.ones_like(mask), trainable=False)
                         w.frozen_vars[key] = tf.Variable(tf.zeros_like(weight), trainable=False)
@@ -271,6 +270,14 @@ class LotteryTicket:
         source = final if self.rewind.keeps_weights else (self.thetak if self.rewind.mode == "iteration" else self.theta0)
         self._set_weights(source)
         self.reset_optimizer()
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every variable of the wrapped model's layers, in :attr:`theta0` order (masks excluded)."""
+        return self._w.snapshot()
+
+    def set_weights(self, values: list[np.ndarray]) -> None:
+        """Restore what :meth:`get_weights` returned (e.g. from a checkpoint); masks are unchanged."""
+        self._w.assign(values)
 
     def _set_weights(self, source: list[np.ndarray]) -> None:
         """Write masks into the wrappers and ``source`` (survivors per the action) into the kernels."""
