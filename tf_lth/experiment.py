@@ -41,23 +41,15 @@ MAX_STEPS_PER_EXECUTION = 100  # the automatic choice: more gains nothing measur
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """Everything that defines an experiment; ``None`` means the model's paper default."""
+class ExperimentConfig(TicketConfig):
+    """Everything that defines an experiment: :class:`TicketConfig`'s pruning options, then model,
+    data and training; ``None`` means the model's paper default."""
 
+    rate: float | None = None  # None: the model's per-layer paper rates
     model: str = "lenet_300_100"
     dataset: str = "mnist5k"
     data_dir: str | None = None
     rounds: int = 10
-    rate: float | None = None
-    rates: dict | None = None
-    scope: str = "layerwise"
-    rewind: str = "init"
-    criterion: str = "large_final"
-    survivors: str = "original"
-    pruned: str = "zero"
-    ignore: tuple = ()
-    block_size: tuple | None = None
-    m_by_n: tuple | None = None
     controls: tuple = ("random_reinit",)
     epochs: int | None = None
     iterations: int | None = None
@@ -67,7 +59,6 @@ class ExperimentConfig:
     momentum: float = 0.0
     validation: int | None = None
     eval_every: int | None = None
-    seed: int = 0
     export: tuple = ("saved_model", "tflite", "int8")
     # XLA for the training step; None: on, except for convolutional models without a GPU, where
     # only the optimizer's update is compiled (XLA's CPU convolutions are ~1.6x slower than
@@ -119,9 +110,8 @@ class ExperimentConfig:
         spec = models.spec(self.model)
         rates = self.rates if self.rates is not None else (None if self.rate is not None else dict(spec.rates))
         rate = self.rate if self.rate is not None else spec.rates.get("dense", 0.2)
-        return TicketConfig(rate=rate, rates=rates, scope=self.scope, rewind=self.rewind, criterion=self.criterion,
-                            survivors=self.survivors, pruned=self.pruned, ignore=self.ignore or (),
-                            block_size=self.block_size, m_by_n=self.m_by_n, seed=self.seed)
+        options = {f.name: getattr(self, f.name) for f in fields(TicketConfig)}
+        return TicketConfig(**{**options, "rate": rate, "rates": rates, "ignore": self.ignore or ()})
 
     def make_optimizer(self):
         spec = models.spec(self.model)
