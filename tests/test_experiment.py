@@ -225,6 +225,27 @@ def test_callback_sees_the_same_steps_with_steps_per_execution(mnist5k):
         train(3)
 
 
+def test_mid_epoch_evaluation_keeps_the_epoch_training_metrics(mnist5k):
+    from tf_lth import keras, models
+    from tf_lth.experiment import LOSS
+    from tf_lth.lottery import LotteryTicket
+
+    x, y = (a[:600] for a in mnist5k.arrays("train"))
+    val = tuple(a[:200] for a in mnist5k.arrays("val"))
+
+    def epoch_logs(eval_every):
+        keras.utils.set_random_seed(0)
+        ticket = LotteryTicket(models.build("lenet_300_100"), rate=0.5)
+        ticket.model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"], jit_compile=False)
+        callback = ticket.callback(validation_data=val, eval_every=eval_every) if eval_every else ticket.callback()
+        history = ticket.model.fit(x, y, batch_size=60, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+        return history.history
+
+    plain, evaluated = epoch_logs(None), epoch_logs(3)  # 10 steps: evaluations after steps 3, 6 and 9
+    assert evaluated["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    assert evaluated["accuracy"] == pytest.approx(plain["accuracy"], rel=1e-6)
+
+
 def test_xla_by_default_but_for_convolutions_on_cpu(mnist5k, tmp_path):
     from tf_lth import models
     from tf_lth._keras import has_gpu

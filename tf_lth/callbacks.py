@@ -115,10 +115,20 @@ class TicketCallback(UpdatePruningStep):
 
 
 def _evaluate(model, data) -> dict:
-    """``evaluate`` on a dataset/pipeline or an ``(x, y)`` tuple of arrays (in large batches)."""
+    """``evaluate`` on a dataset/pipeline or an ``(x, y)`` tuple of arrays (in large batches).
+
+    ``evaluate`` resets the model's metrics; their running training values are put back, so an
+    evaluation in the middle of an epoch leaves the epoch's reported loss and accuracy intact.
+    """
+    running = [v for metric in model.metrics for v in metric.variables]
+    saved = [v.numpy() for v in running]
     if isinstance(data, tuple):
-        return model.evaluate(*data, batch_size=1000, verbose=0, return_dict=True)
-    return model.evaluate(data, verbose=0, return_dict=True)
+        result = model.evaluate(*data, batch_size=1000, verbose=0, return_dict=True)
+    else:
+        result = model.evaluate(data, verbose=0, return_dict=True)
+    for variable, value in zip(running, saved):
+        variable.assign(value)
+    return result
 
 
 def accuracy(model, data) -> float:
