@@ -139,7 +139,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # flags not given do not override the config file or the defaults
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (flags override it)")
     parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: runs/<model>_<dataset>)")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar (round lines stay)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress (round lines stay); without a terminal, one line per epoch")
     parser.add_argument("--restart-round", type=int, metavar="K", help="discard rounds >= K and redo them")
     g = parser.add_argument_group("experiment (defaults: the paper's values for the model)")
     g.add_argument("--model", choices=tuple(models.MODELS), default=S, help="network (default: lenet_300_100)")
@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = run_config(args)
     output = args.output or f"runs/{config.model}_{config.dataset}"
-    Experiment(config, output, verbose=0 if args.quiet else 1).run(restart_round=args.restart_round)
+    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a line per epoch into logs and pipes
+    Experiment(config, output, verbose=verbose).run(restart_round=args.restart_round)
     print(f"results in {output}/ (results.json, results.csv, plots/{', export/' if config.export else ''})")
     return 0
 
