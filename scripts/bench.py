@@ -247,7 +247,7 @@ def part_ops(args, ds) -> dict:
         ticket.model.optimizer.build(ticket.model.trainable_variables)
         test = ds.pipeline("test", 1000)
         rewind = []
-        for method in ("_set_weights", "reset_optimizer"):
+        for method in ("_rewind_to", "reset_optimizer"):
             def timed(*a, _f=getattr(ticket, method), **k):
                 start = time.perf_counter()
                 _f(*a, **k)

@@ -49,3 +49,11 @@ def test_tf_keras_even_when_tensorflow_is_imported_first():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("tf_keras."), result.stdout
+
+
+def test_no_native_noise_on_import_and_first_op():
+    # TensorFlow's start-up INFO lines, and CUDA's error on machines without a GPU, are filtered
+    code = "import tf_lth; from tf_lth._keras import tf; print(int(tf.constant(1) + 1))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr
+    assert result.stderr == "", result.stderr

@@ -85,4 +85,15 @@ def require_tf_keras_model(model, what: str = "the model") -> None:
         raise TfLthError(f"{what} must be a tf_keras Model, got {type(model).__name__}")
 
 
-__all__ = ["keras", "tf", "require_tf_keras_model", "is_keras3", "has_gpu", "can_jit_compile"]
+def require_graph_model(model) -> None:
+    """What cloning layer by layer (TF-MOT wrappers, supermasks) needs: a built tf_keras
+    Sequential or functional model; anything else is a one-line :class:`TfLthError`."""
+    require_tf_keras_model(model)
+    if not (model._is_graph_network or isinstance(model, keras.Sequential)):
+        raise TfLthError(f"{model.name} is a subclassed model, which cannot be cloned layer by layer "
+                         "(TF-MOT wraps layers that way): build it as a Sequential or functional model")
+    if not model.built:
+        raise TfLthError(f"{model.name} is not built: give it an Input or call model.build(input_shape)")
+
+
+__all__ = ["keras", "tf", "require_tf_keras_model", "require_graph_model", "is_keras3", "has_gpu", "can_jit_compile"]

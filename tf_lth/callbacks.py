@@ -73,10 +73,7 @@ class TicketCallback(UpdatePruningStep):
             marks["eval_every"] = self.eval_every
         if self.ticket._needs_thetak():
             marks["the rewind step"] = self.ticket.rewind.iteration
-        bad = [f"{name} ({n or 'unknown'})" for name, n in marks.items() if not n or n % every]
-        if bad:
-            raise TfLthError(f"steps_per_execution = {every} must divide {' and '.join(bad)}: Keras calls callbacks "
-                             f"once per {every} steps; compile with steps_per_execution=1 or a common divisor")
+        check_steps_per_execution(every, marks)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = int(self.model.optimizer.iterations.numpy()) - self._start
@@ -112,6 +109,15 @@ class TicketCallback(UpdatePruningStep):
             metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(self.model, self.test_data)
         self.ticket._finish_round(metrics, self.curve)
         self.curve, self._start = [], None  # ready for the next round if reused
+
+
+def check_steps_per_execution(every: int, marks: dict) -> None:
+    """One-line error unless each step of ``marks`` (name -> step, None if unknown) is a multiple of
+    ``every``: with ``steps_per_execution=every`` Keras calls batch hooks once per ``every`` steps."""
+    bad = [f"{name} ({n or 'unknown'})" for name, n in marks.items() if not n or n % every]
+    if bad:
+        raise TfLthError(f"steps_per_execution = {every} must divide {' and '.join(bad)}: Keras calls callbacks "
+                         f"once per {every} steps; use steps_per_execution = 1 or a common divisor")
 
 
 def _evaluate(model, data) -> dict:

@@ -29,6 +29,7 @@ from tf_lth import models
 from tf_lth._keras import can_jit_compile, has_gpu, keras
 from tf_lth.errors import TfLthError
 from tf_lth.io import atomic_write, read_json, read_npz, write_json, write_npz
+from tf_lth.callbacks import check_steps_per_execution
 from tf_lth.lottery import CONTROLS, LotteryTicket, TicketConfig
 from tf_lth.rewind import Rewind
 
@@ -93,18 +94,9 @@ class ExperimentConfig(TicketConfig):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else tuple(value))
         self.ticket_config()  # validates the pruning options
-        n = self.steps_per_execution
-        for name, step in (("eval_every", self.eval_every), ("the rewind step", Rewind.parse(self.rewind).iteration)):
-            if n and step and step % n:
-                raise TfLthError(f"steps_per_execution = {n} must divide {name} ({step}): Keras calls "
-                                 f"callbacks once per {n} steps")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TfLthError(f"unknown config key(s) {', '.join(sorted(unknown))}")
-        return cls(**d)
+        if self.steps_per_execution:
+            marks = {"eval_every": self.eval_every, "the rewind step": Rewind.parse(self.rewind).iteration}
+            check_steps_per_execution(self.steps_per_execution, {k: n for k, n in marks.items() if n})
 
     def ticket_config(self) -> TicketConfig:
         spec = models.spec(self.model)

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from tf_lth import masks as masks_lib
-from tf_lth._keras import keras, require_tf_keras_model, tf
+from tf_lth._keras import keras, require_graph_model, tf
 from tf_lth.callbacks import TicketCallback, accuracy
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, read_npz, write_json, write_npz
 from tf_lth.rewind import PRUNED, SURVIVORS, Rewind, survivor_values
 from tf_lth.schedules import FrozenMask
-from tensorflow_model_optimization.python.core.keras.utils import smart_cond
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, prunable_layer
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
@@ -77,10 +76,10 @@ class TicketConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TicketConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+        """The config of a JSON/YAML mapping; an unknown key is a one-line error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise TfLthError(f"unknown ticket option(s) {', '.join(sorted(unknown))}")
+            raise TfLthError(f"unknown config key(s) {', '.join(sorted(unknown))}")
         return cls(**d)
 
 
@@ -98,22 +97,15 @@ def _prunable(layer) -> bool:
 class _FrozenWrapper(PruneLowMagnitude):
     """TF-MOT's pruning wrapper, for rounds whose masks never change.
 
-    TF-MOT's ``call`` asks the schedule for a mask update at every training step (a conditional
-    top-k that XLA compiles all the same) and assigns ``weight * mask`` before every forward pass.
-    Here masks change only between rounds and the mask constraint zeroes pruned weights after every
-    update (:class:`TicketCallback` masks them when training begins), so ``call`` only counts the
-    step, as TF-MOT does, and runs the layer: the compiled step is the plain model's.
+    TF-MOT's ``call`` counts the step and asks the schedule for a mask update at every training
+    step (a conditional top-k that XLA compiles all the same), then assigns ``weight * mask`` before
+    every forward pass. Here masks change only between rounds and the mask constraint zeroes pruned
+    weights after every update (:class:`TicketCallback` masks them when training begins), and the
+    step only feeds the schedule, so ``call`` just runs the layer: the compiled step is the plain
+    model's.
     """
 
     def call(self, inputs, training=None, **kwargs):
-        if training is None:
-            training = keras.backend.learning_phase()
-
-        def count():
-            with tf.control_dependencies([self.pruning_step.assign_add(1)]):
-                return tf.no_op()
-
-        self.add_update(smart_cond(training, count, tf.no_op))
         if "training" in inspect.getfullargspec(self.layer.call).args:
             kwargs["training"] = training
         return self.layer.call(inputs, **kwargs)
@@ -162,13 +154,7 @@ class LotteryTicket:
     def __init__(self, model, config: TicketConfig | None = None, **options):
         self.config = replace(config or TicketConfig(), **options)
         self.rewind = Rewind.parse(self.config.rewind)
-        require_tf_keras_model(model)
-        if not (model._is_graph_network or isinstance(model, keras.Sequential)):
-            raise TfLthError(
-                f"{model.name} is a subclassed model, which TF-MOT cannot wrap: "
-                "build it as a Sequential or functional model")
-        if not model.built:
-            raise TfLthError(f"{model.name} is not built: give it an Input or call model.build(input_shape)")
+        require_graph_model(model)
         self.source = model
         names = {layer.name for layer in model.layers if _prunable(layer) and layer.weights}
         if not names:
@@ -268,7 +254,7 @@ class LotteryTicket:
         self.masks.update(new)
         self.round += 1
         source = final if self.rewind.keeps_weights else (self.thetak if self.rewind.mode == "iteration" else self.theta0)
-        self._set_weights(source)
+        self._rewind_to(source)
         self.reset_optimizer()
 
     def get_weights(self) -> list[np.ndarray]:
@@ -279,7 +265,7 @@ class LotteryTicket:
         """Restore what :meth:`get_weights` returned (e.g. from a checkpoint); masks are unchanged."""
         self._w.assign(values)
 
-    def _set_weights(self, source: list[np.ndarray]) -> None:
+    def _rewind_to(self, source: list[np.ndarray]) -> None:
         """Write masks into the wrappers and ``source`` (survivors per the action) into the kernels."""
         values = list(source)
         rng = self._rng("survivors")
@@ -358,7 +344,7 @@ class LotteryTicket:
             twin.theta0 = list(self.theta0)
             keys = self._pruned_keys()
             twin.masks = {**self.masks, **masks_lib.random_like({k: self.masks[k] for k in keys}, rng)}
-        twin._set_weights(twin.theta0)
+        twin._rewind_to(twin.theta0)
         return twin
 
     def supermask_accuracy(self, data, survivors: str = "signed_constant") -> float:
@@ -397,7 +383,7 @@ class LotteryTicket:
         return masks_lib.sparsity(self.masks)
 
     def kernel(self, key: str) -> np.ndarray:
-        """Current value of the kernel ``key`` (e.g. ``"dense/kernel"``)."""
+        """Current value of the kernel ``key`` (e.g. ``"fc1/kernel"``)."""
         return self._w.variables[self._w.kernels[key]].numpy()
 
     def export(self, path=None, **options) -> dict:
@@ -435,7 +421,7 @@ class LotteryTicket:
             meta["round"], meta["history"] = round, [h for h in meta["history"] if h["round"] <= round]
         if model is None:
             model = keras.models.model_from_json(json.dumps(meta["model"]), custom_objects=custom_objects)
-        ticket = cls(model, TicketConfig.from_dict({**meta["config"], "ignore": tuple(meta["config"]["ignore"])}))
+        ticket = cls(model, TicketConfig.from_dict(meta["config"]))
         if sorted(ticket._w.kernels) != meta["kernels"]:
             raise TfLthError(f"{path} holds a ticket of another architecture (kernels {meta['kernels']})")
         ticket.round, ticket.history = meta["round"], meta["history"]

@@ -45,6 +45,11 @@ class Rewind:
         return f"iteration:{self.iteration}" if self.mode == "iteration" else self.mode
 
 
+def signed_constant(theta0: np.ndarray) -> np.ndarray:
+    """sign(θ0)·σ with σ the std of the layer's θ0 (Zhou et al.'s signed constant)."""
+    return np.sign(theta0) * theta0.std()
+
+
 def survivor_values(action: str, theta0: np.ndarray, mask: np.ndarray, source: np.ndarray,
                     fresh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Values of a kernel's kept weights under ``action`` (zeros elsewhere).
@@ -60,7 +65,7 @@ def survivor_values(action: str, theta0: np.ndarray, mask: np.ndarray, source: n
         values = np.zeros_like(theta0)
         values[mask] = rng.permutation(theta0[mask])
     elif action == "signed_constant":
-        values = np.sign(theta0) * theta0.std()
+        values = signed_constant(theta0)
     elif action == "random_sign_constant":
         values = rng.choice(np.array([-1.0, 1.0], theta0.dtype), size=theta0.shape) * theta0.std()
     else:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_lth._keras import keras, require_tf_keras_model, tf
+from tf_lth._keras import keras, require_graph_model, tf
 from tf_lth.errors import TfLthError
 from tf_lth.lottery import LotteryTicket, TicketConfig
+from tf_lth.rewind import signed_constant
 
 MODES = ("threshold", "expected")
 WEIGHTS = ("init", "signed_constant")
@@ -90,14 +91,6 @@ class Supermask(keras.layers.Wrapper):
         return {**super().get_config(), "mode": self.mode, "score_init": self.score_init, "seed": self.seed}
 
 
-def _check(model) -> None:
-    require_tf_keras_model(model)
-    if not (model._is_graph_network or isinstance(model, keras.Sequential)):
-        raise TfLthError(f"{model.name} is a subclassed model: build it as a Sequential or functional model")
-    if not model.built:
-        raise TfLthError(f"{model.name} is not built: give it an Input or call model.build(input_shape)")
-
-
 def _fresh(layer):
     return layer.__class__.from_config(layer.get_config())
 
@@ -111,7 +104,7 @@ def learn_supermask(model, *, weights: str = "signed_constant", mode: str = "thr
     changed. ``mode``, ``score_init``: see :class:`Supermask`; layer ``i`` samples with op seed
     ``seed + i``. Compile the result (e.g. with :func:`optimizer`) and ``fit`` it: only scores train.
     """
-    _check(model)
+    require_graph_model(model)
     if weights not in WEIGHTS:
         raise TfLthError(f"unknown supermask weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
     if not any(type(layer) in MASKABLE for layer in model.layers):
@@ -132,8 +125,7 @@ def learn_supermask(model, *, weights: str = "signed_constant", mode: str = "thr
         if isinstance(target, Supermask):
             target.layer.set_weights(layer.get_weights())
             if weights == "signed_constant":
-                theta0 = target.layer.kernel.numpy()
-                target.layer.kernel.assign(np.sign(theta0) * theta0.std())
+                target.layer.kernel.assign(signed_constant(target.layer.kernel.numpy()))
         elif target is not None:
             target.set_weights(layer.get_weights())
             target.trainable = False  # everything but the scores is frozen (Supermask froze its layer)
@@ -155,7 +147,7 @@ def supermask_masks(model) -> dict[str, np.ndarray]:
 def to_ticket(model, config: TicketConfig | None = None, **options) -> LotteryTicket:
     """A :class:`LotteryTicket` of the original architecture carrying the thresholded supermask over
     the frozen weights (its θ0); export it like any ticket. ``config``/``options`` as for the ticket."""
-    _check(model)
+    require_graph_model(model)
     masks = supermask_masks(model)
     if not masks:
         raise TfLthError(f"{model.name} has no Supermask layer: build it with learn_supermask")
