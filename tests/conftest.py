@@ -1,4 +1,5 @@
 """Shared fixtures: the offline MNIST subset and Debian's Fashion-MNIST folder."""
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,17 @@ def mnist5k():
     return data.load("mnist5k")
 
 
+def require_fashion(folder: Path = FASHION_DIR, environ=os.environ) -> Path:
+    """``folder``, or a skip where it is absent; under CI (CI=true) a failure instead, so that CI
+    cannot pass without ever running the Fashion-MNIST tests."""
+    if folder.is_dir():
+        return folder
+    reason = f"{folder} is missing: apt-get install dataset-fashion-mnist (as root; .ci/run does it)"
+    if environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on"):
+        pytest.fail(f"CI is set and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def fashion_dir():
-    if not FASHION_DIR.is_dir():
-        pytest.skip("Debian dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)")
-    return FASHION_DIR
+    return require_fashion()

@@ -1,10 +1,10 @@
 """The command line: one-line errors with exit code 2, and a short real training run."""
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tf_lth import cli
@@ -79,15 +79,41 @@ def test_help(capsys):
         assert flag in out
 
 
-def test_subcommands_are_a_table():
-    assert set(cli.COMMANDS) >= {"train"}
-    assert all(callable(c.add_arguments) and callable(c.handler) for c in cli.COMMANDS.values())
+def test_help_lists_the_three_commands(capsys):
+    assert cli.main(["--help"]) == 0
+    assert re.findall(r"^    (\w+)  ", capsys.readouterr().out, re.M) == ["export", "run", "train"]
+
+
+def test_each_command_runs_its_own_handler(tmp_path, capsys):
+    import tf_lth
+
+    ticket = tf_lth.LotteryTicket(tf_lth.models.lenet_300_100(), rate=0.5)
+    ticket.next_round()
+    ticket.save(tmp_path / "run")
+    out = tmp_path / "exported"
+    assert cli.main(["export", str(tmp_path / "run"), "--out", str(out), "--formats", "saved_model",
+                     "--no-benchmark"]) == 0
+    assert capsys.readouterr().out.endswith(f"exported to {out}\n")
+    written = json.loads((out / "ticket.json").read_text())
+    assert written["round"] == 1 and written["layers"]["fc1/kernel"]["sparsity"] == pytest.approx(0.5, abs=1e-5)
+    assert sorted(p.name for p in out.iterdir()) == ["saved_model", "ticket.json"]
+    # run: its own validation (train has no --rounds), and nothing written for a bad value
+    assert cli.main(["run", "-o", str(tmp_path / "runs"), "--rounds", "-2"]) == 2
+    assert one_error_line(capsys) == "tf-lth: error: rounds = -2 must be a whole number >= 0"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_train_one_epoch_learns(capsys):
     assert cli.main(["train", "--epochs", "1", "--seed", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "59/59" in out and "val_accuracy" in out  # one verbose=2 line per epoch (3,500 / 60 steps)
-    accuracy = float(re.search(r"^test accuracy: (\d\.\d{4})$", out, re.M).group(1))
-    assert accuracy > 0.8
-    assert np.isfinite(accuracy)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("training lenet_300_100 on mnist5k (3500 train / 500 validation / 1000 test): 1 epoch, "
+                        "batch 60, Adam 0.0012, seed 0")
+    epochs = [line for line in lines if re.match(r"\d+/\d+ - ", line)]
+    assert len(epochs) == 1 and epochs[0].startswith("59/59 - ")  # one epoch of ceil(3,500 / 60) steps
+    val = float(re.search(r"val_accuracy: (\d\.\d{4})", epochs[0]).group(1))
+    assert lines[-1].startswith("test accuracy: ")
+    test = float(re.fullmatch(r"test accuracy: (\d\.\d{4})", lines[-1]).group(1))
+    # scored on the 500 validation and the 1,000 test digits: whole numbers of them right
+    assert abs(val * 500 - round(val * 500)) < 1e-6 and abs(test * 1000 - round(test * 1000)) < 1e-6
+    assert 0.8 < val <= 1 and 0.8 < test <= 1  # it learned: chance is 0.1
+    assert test != val  # the same weights score 0.8760 on the validation digits: these are the test digits

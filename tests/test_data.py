@@ -1,12 +1,15 @@
 """Datasets: the offline MNIST subset, IDX / CIFAR folders, splits, pipelines and their errors."""
 import gzip
+import http.client
 import pickle
+import socket
 import urllib.error
 
 import numpy as np
 import pytest
+from conftest import require_fashion
 
-from tf_lth import data
+from tf_lth import data, io, keras
 from tf_lth.errors import TfLthError
 
 
@@ -223,14 +226,14 @@ def test_cifar_folder_loads_with_channels_last(tmp_path):
 
 
 def test_offline_error_says_what_to_do(tmp_path, monkeypatch):
-    # Keras' downloader is made to fail like an unreachable host, so the test never downloads
-    # (on a connected machine the real call would fetch 11 MB).
-    import tf_keras.src.datasets.mnist as keras_mnist
+    # Keras' own download is made to fail like an unreachable host (get_file wraps the URLError in a
+    # bare Exception), so the test never downloads (on a connected machine it would fetch 11 MB).
+    import tf_keras.src.utils.data_utils as keras_downloads
 
     def no_network(*args, **kwargs):
-        raise Exception("URL fetch failure: " + str(urllib.error.URLError("network is unreachable")))
+        raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr(keras_mnist, "get_file", no_network)
+    monkeypatch.setattr(keras_downloads, "urlretrieve", no_network)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
@@ -239,10 +242,59 @@ def test_offline_error_says_what_to_do(tmp_path, monkeypatch):
     message = str(info.value)
     for hint in ("data_dir", data.DATA_DIR_ENV, "download"):
         assert hint in message
+    assert message.startswith("mnist is not available offline (Exception)") and "\n" not in message
+
+
+@pytest.mark.parametrize("error", [
+    urllib.error.URLError("network is unreachable"),
+    urllib.error.HTTPError("https://storage.googleapis.com/x", 503, "Service Unavailable", {}, None),
+    ConnectionResetError(104, "Connection reset by peer"),
+    socket.timeout("timed out"),
+    http.client.IncompleteRead(b"partial", 1000),
+    EOFError("Compressed file ended before the end-of-stream marker was reached"),
+    ValueError("Incomplete or corrupted file detected. The sha256 file hash does not match the provided value"),
+], ids=lambda e: type(e).__name__)
+def test_download_failures_are_one_line(error, monkeypatch):
+    def load_data():
+        raise error
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", load_data)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    with pytest.raises(TfLthError) as info:
+        data.load("cifar10")
+    message = str(info.value)
+    assert message.startswith(f"cifar10 is not available offline ({type(error).__name__}): pass data_dir=")
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("bug", [TypeError("load_data() got an unexpected keyword argument 'path'"),
+                                 ValueError("cannot reshape array of size 100 into shape (3,32,32)"),
+                                 KeyError(b"labels"), MemoryError()], ids=lambda e: type(e).__name__)
+def test_other_errors_of_the_keras_loader_propagate(bug, monkeypatch):
+    # only a failed download means "not available offline": a bug must show its own traceback
+    def load_data():
+        raise bug
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", load_data)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    with pytest.raises(type(bug)) as info:
+        data.load("cifar10")
+    assert info.value is bug and not isinstance(info.value, TfLthError)
+
+
 # --- Fashion-MNIST from Debian ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("1", pytest.fail.Exception),
+                                         ("", pytest.skip.Exception), ("false", pytest.skip.Exception),
+                                         (None, pytest.skip.Exception)])
+def test_missing_fashion_mnist_fails_under_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    environ = {} if ci is None else {"CI": ci}
+    with pytest.raises(outcome) as info:
+        require_fashion(tmp_path / "nowhere", environ)
+    assert "apt-get install dataset-fashion-mnist" in str(info.value) and "\n" not in str(info.value)
+    assert require_fashion(tmp_path, environ) == tmp_path
+
 
 
 def test_fashion_mnist_from_debian(fashion_dir, monkeypatch):
@@ -252,6 +304,45 @@ def test_fashion_mnist_from_debian(fashion_dir, monkeypatch):
     assert ds.input_shape == (28, 28, 1)
     assert set(np.unique(ds.y_test)) == set(range(10)) and ds.y_train.max() == 9
     assert ds.y_train.dtype == np.uint8
+
+
+# --- checked reads of saved arrays (tf_lth.io.read_npz: checkpoints, masks, weights) -------------
+
+
+def cut(raw):
+    return raw[: len(raw) // 2]
+
+
+def garble(raw):
+    middle = len(raw) // 2
+    return raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 16]) + raw[middle + 16:]
+
+
+@pytest.mark.parametrize("damage", [cut, garble, lambda raw: b"", lambda raw: b"not a zip"],
+                         ids=["truncated", "garbled", "empty", "not_a_zip"])
+def test_damaged_npz_is_one_line_corrupt(tmp_path, damage):
+    path = tmp_path / "masks.npz"
+    io.write_npz(path, {"fc1/kernel": np.arange(4000, dtype=np.float32).reshape(40, 100), "b": np.ones(3)})
+    assert set(io.read_npz(path)) == {"fc1/kernel", "b"}
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(TfLthError) as info:
+        io.read_npz(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} is corrupt (") and message.endswith("; delete it or restart that round")
+    with pytest.raises(TfLthError, match="nowhere.npz is missing"):
+        io.read_npz(tmp_path / "nowhere.npz")
+
+
+def test_other_errors_reading_npz_propagate(tmp_path, monkeypatch):
+    path = tmp_path / "weights.npz"
+    io.write_npz(path, {"w": np.ones(3)})
+
+    def broken_load(*args, **kwargs):
+        raise RuntimeError("a bug, not a damaged file")
+
+    monkeypatch.setattr(np, "load", broken_load)
+    with pytest.raises(RuntimeError, match="a bug, not a damaged file"):
+        io.read_npz(path)
 
 
 # --- a folder with a file missing or cut short: one line naming the file ------------------------

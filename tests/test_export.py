@@ -3,9 +3,11 @@
 Tolerances: fp32 TFLite must match Keras to 1e-5 in every logit. Dynamic-range int8 stores weights
 in 8 bits and quantizes activations on the fly, so logits move by ~0.02 on this LeNet (logits of
 magnitude ~10): it must stay within INT8_TOLERANCE and agree on the argmax for >= 99% of the test set.
+The export itself enforces export.TOLERANCES; the tests below make it fail.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +141,10 @@ def test_ticket_json_records_resolvers_ops_and_latency(exported):
         assert report["speedup_vs_dense"]["batch1"] == pytest.approx(dense / report["latency_us"]["batch1"], rel=1e-2)
     assert info["formats"]["tflite"]["test_accuracy"] == pytest.approx(info["keras_test_accuracy"], abs=0.002)
     assert "dense fp32 with AUTO" in export.summary(info)
+    tflite_limit, int8_limit = info["formats"]["tflite"]["tolerance"], info["formats"]["int8"]["tolerance"]
+    assert (tflite_limit["logit_relative"], tflite_limit["argmax_agreement"]) == (1e-5, 1.0)
+    assert (int8_limit["logit_relative"], int8_limit["argmax_agreement"]) == (0.05, 0.99)
+    assert tflite_limit["max_abs_logit_diff"] > 1e-5  # relative to this trained net's logits, larger than 1
 
 
 def test_block_1x4_ticket_is_read_sparse_without_densify(tmp_path):
@@ -150,13 +156,77 @@ def test_block_1x4_ticket_is_read_sparse_without_densify(tmp_path):
     assert fp32["sparse"] and "FULLY_CONNECTED" in fp32["ops"] and "DENSIFY" not in fp32["ops"], fp32["ops"]
     assert fp32["max_abs_logit_diff"] <= 1e-5
     assert int8["sparse"] and int8["max_abs_logit_diff"] <= INT8_TOLERANCE  # XNNPACK's inf/NaN here is caught
-    # TFLite 2.21 computes NaN from fp16 weights stored in 1x4 blocks: export must refuse, not ship it
-    try:
-        fp16 = export.export_ticket(ticket.model, tmp_path / "fp16", formats=(), fp16=True, benchmark=False)
-    except TfLthError as e:
-        assert "fp16" in str(e) and not (tmp_path / "fp16").exists()
-    else:
-        assert fp16["formats"]["fp16"]["max_abs_logit_diff"] <= 1e-2
+    # untrained: its logits (max 0.07) are near-ties that int8 swaps on ~2% of the uniform batch
+    assert int8["argmax_agreement_beyond_ties"] == 1.0
+
+
+def test_fp16_in_1x4_blocks_is_refused(tmp_path):
+    # TFLite computes NaN from fp16 weights stored in 1x4 blocks under every resolver: never ship that
+    ticket = lenet_ticket(2, block_size=(4, 1), rates={"dense": RATE_95, "output": RATE_95})
+    with pytest.raises(TfLthError) as refused:
+        export.export_ticket(ticket.model, tmp_path / "fp16", formats=(), fp16=True, benchmark=False)
+    message = str(refused.value)
+    assert "cannot run the fp16 file" in message and "export without fp16" in message and "\n" not in message
+    assert not (tmp_path / "fp16").exists() and os.listdir(tmp_path) == []
+
+
+def test_fp16_of_an_unstructured_ticket_is_exported(ticket90, mnist5k, tmp_path):
+    info = export.export_ticket(ticket90.model, tmp_path / "fp16", formats=("fp16",), dataset=mnist5k, benchmark=False)
+    assert sorted(os.listdir(tmp_path / "fp16")) == ["ticket.json", "ticket_fp16.tflite"]
+    fp16 = info["formats"]["fp16"]
+    assert fp16["sparse"] and fp16["bytes"] <= 0.12 * info["dense"]["bytes"]  # 10% of the weights, stored sparse
+    x, _ = mnist5k.arrays("test")
+    logits = tflite_logits(tmp_path / "fp16", "fp16", info, x)
+    assert np.abs(logits - ticket90.model.predict(x, verbose=0)).max() <= 1e-2
+    assert fp16["argmax_agreement"] >= 0.99 and fp16["tolerance"]["argmax_agreement"] == 0.99
+    assert abs(fp16["test_accuracy"] - info["keras_test_accuracy"]) <= 0.002
+
+
+# --- verification: an export whose files do not compute what Keras computes fails ------------------
+
+
+def made_up_logits(rows=256):
+    """Keras-like logits: class 0 on top at 10 (so the limits are 10x the relative tolerances)."""
+    logits = np.random.default_rng(0).uniform(-3, 3, (rows, 10))
+    logits[:, 0] = 10.0
+    return logits
+
+
+def flip(keras_logits, tflite_logits, rows, margin, shift):
+    """Keras scores class 1 ``margin`` under class 0 in ``rows``; TFLite moves both by ``shift`` towards each other."""
+    keras_logits[rows, 1] = 10.0 - margin
+    tflite_logits[rows, 0], tflite_logits[rows, 1] = 10.0 - shift, 10.0 - margin + shift
+
+
+def test_verify_fails_past_each_tolerance():
+    keras_logits = made_up_logits()
+    for kind, relative in (("tflite", 1e-5), ("fp16", 1e-2), ("int8", 5e-2)):
+        export.verify(kind, export.compare_logits(kind, keras_logits + 0.9 * relative * 10, keras_logits))
+        report = export.compare_logits(kind, keras_logits + 1.1 * relative * 10, keras_logits)
+        with pytest.raises(TfLthError, match=rf"the {kind} TFLite file differs from Keras by .* over its tolerance"):
+            export.verify(kind, report)
+    # int8 (limit 0.5 here): argmaxes flipped where Keras' margin (0.75) exceeds the limit: 2 of 256 pass, 3 fail
+    keras_logits, int8 = made_up_logits(), made_up_logits()
+    flip(keras_logits, int8, [0, 1], margin=0.75, shift=0.4)
+    flip(keras_logits, int8, list(range(10, 30)), margin=0.25, shift=0.2)  # near-ties: never counted
+    report = export.compare_logits("int8", int8, keras_logits)
+    assert (report["argmax_agreement"], report["argmax_ties"], report["argmax_agreement_beyond_ties"]) == (
+        round(234 / 256, 6), 20, round(254 / 256, 6))
+    export.verify("int8", report)  # 99.2% >= 99%
+    flip(keras_logits, int8, [2], margin=0.75, shift=0.4)
+    with pytest.raises(TfLthError) as failed:
+        export.verify("int8", export.compare_logits("int8", int8, keras_logits), "mnist5k test[:256]")
+    assert str(failed.value).startswith("the int8 TFLite file agrees with Keras' argmax on 98.83% of mnist5k "
+                                        "test[:256] (near-ties excluded), under its tolerance 99%: int8 "
+                                        "quantization changes this model too much: export without int8")
+    # fp32 tolerates no flip beyond a tie: one (margin 1.5e-4, logits moved 0.8e-4) fails
+    keras_logits, fp32 = made_up_logits(), made_up_logits()
+    flip(keras_logits, fp32, [5], margin=1.5e-4, shift=0.8e-4)
+    with pytest.raises(TfLthError, match=r"tflite TFLite file agrees with Keras' argmax on 99.61% .* 100%"):
+        export.verify("tflite", export.compare_logits("tflite", fp32, keras_logits))
+    nan = export.compare_logits("tflite", np.full_like(keras_logits, np.nan), keras_logits)
+    with pytest.raises(TfLthError, match="differs from Keras by nan"):
+        export.verify("tflite", nan)
 
 
 def test_m_by_n_ticket_keeps_at_most_2_of_4_inputs(tmp_path):
@@ -227,6 +297,36 @@ def test_script_reports_bad_round_on_stderr_with_exit_2(run_dir):
     lines = done.stderr.splitlines()  # TensorFlow's own start-up log lines may come first
     expected = f"tf-lth: error: {run_dir} has no round 9 (rounds saved: 0, 1)"
     assert lines[-1] == expected and [line for line in lines if line.startswith("tf-lth")] == [expected], done.stderr
+
+
+def folder_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_whose_tflite_file_differs_fails_and_keeps_the_previous_one(run_dir, tmp_path, monkeypatch):
+    ticket = tf_lth.LotteryTicket.load(run_dir)
+    out = tmp_path / "exports" / "round_1"
+    info = export.export_ticket(ticket.model, out, round=1, formats=("saved_model", "tflite"), benchmark=False)
+    before = folder_bytes(tmp_path)
+    assert info["formats"]["tflite"]["max_abs_logit_diff"] <= 1e-5
+
+    wrong = export.stripped(ticket.model)  # the ticket with one weight moved: one output bias + 1e-3
+    bias = wrong.get_layer("output").bias
+    bias.assign(bias.numpy() + np.eye(bias.shape[0], dtype=np.float32)[3] * 1e-3)
+    wrong.save(str(tmp_path / "wrong"), save_format="tf")
+    real_convert = export.convert
+    monkeypatch.setattr(export, "convert", lambda saved, kind: real_convert(
+        tmp_path / "wrong" if kind == "tflite" else saved, kind))
+    with pytest.raises(TfLthError) as failed:
+        export.export_ticket(ticket.model, out, round=2, formats=("saved_model", "tflite"), benchmark=False)
+    message = str(failed.value)
+    assert "\n" not in message, message
+    assert re.fullmatch(r"the tflite TFLite file differs from Keras by 0\.001 in a logit on uniform \[0, 1\), seed 0, "
+                        r"over its tolerance 1(\.\d+)?e-05 \(1e-05 x max\(1, max \|logit\|\)\): TFLite computes .* "
+                        r"export without tflite \(formats= / --formats\)", message), message
+    shutil.rmtree(tmp_path / "wrong")
+    assert folder_bytes(tmp_path) == before  # byte for byte
+    assert os.listdir(out.parent) == ["round_1"]  # no temp or moved-aside folder left
 
 
 def test_failed_export_leaves_the_previous_one_intact(run_dir, tmp_path, monkeypatch):

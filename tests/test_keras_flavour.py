@@ -18,8 +18,18 @@ def test_keras_is_tf_keras():
     assert tf_lth.keras is tf_keras
 
 
-def test_legacy_keras_flag_is_set():
-    assert os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+def test_importing_tf_lth_makes_tf_keras_the_keras_tf_mot_prunes():
+    # a fresh process without the flag: after `import tf_lth`, TensorFlow's own `tf.keras` is Keras 2
+    # and TF-MOT wraps a model built with it (a Keras 3 model there is refused with a ValueError)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = ("import tf_lth; import tensorflow as tf; import tensorflow_model_optimization as tfmot\n"
+            "model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])\n"
+            "pruned = tfmot.sparsity.keras.prune_low_magnitude(model)\n"
+            "print(type(model).__module__, type(pruned.layers[0]).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    module, wrapper = result.stdout.split()[-2:]
+    assert module.startswith("tf_keras.") and wrapper == "PruneLowMagnitude", result.stdout
 
 
 def test_keras3_model_is_refused_in_one_line():

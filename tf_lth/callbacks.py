@@ -2,8 +2,9 @@
 
 It is TF-MOT's ``UpdatePruningStep`` (which the wrappers require) plus what a round needs: the
 θk snapshot for late rewinding, and the validation/test curve that gives the early-stopping
-iteration. Masks stay frozen without it doing per-batch work: tf-lth installs a mask constraint
-on every pruned kernel, which the optimizer applies right after each update.
+iteration. Masks stay frozen without it doing per-batch work (see :mod:`tf_lth.masked`); it writes
+them into the variables when ``fit`` begins and again when it ends, after Keras has copied EMA
+averages into the weights.
 
 With ``steps_per_execution=N`` in ``compile``, Keras calls batch hooks once per N steps; the steps
 at which this callback acts (``eval_every``, the θk step, epoch ends) must then be multiples of N.
@@ -49,17 +50,16 @@ class TicketCallback(UpdatePruningStep):
 
     def _implements_train_batch_hooks(self):
         # Keras calls batch hooks only for callbacks that need them: keep the hot loop free.
-        return bool(self.eval_every) or self.ticket._needs_thetak()
+        return bool(self.eval_every) or self.ticket.needs_thetak()
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._check_steps_per_execution()
-        for layer in self.prunable_layers:  # weights set by hand since the last round are masked too
-            layer.pruning_obj.weight_mask_op()
+        self.ticket.start_training(fresh=self._start is None)
         if self._start is None:
             self._start = int(self.model.optimizer.iterations.numpy())
-        if self.ticket._needs_thetak() and self.ticket.rewind.iteration == 0:
-            self.ticket._record_thetak()
+        if self.ticket.needs_thetak() and self.ticket.rewind.iteration == 0:
+            self.ticket.record_thetak()
 
     def _check_steps_per_execution(self):
         """Batch hooks come only at the end of each call of ``steps_per_execution`` steps: every step
@@ -71,7 +71,7 @@ class TicketCallback(UpdatePruningStep):
         marks = {"the steps per epoch": self.params.get("steps")}
         if self.eval_every:
             marks["eval_every"] = self.eval_every
-        if self.ticket._needs_thetak():
+        if self.ticket.needs_thetak():
             marks["the rewind step"] = self.ticket.rewind.iteration
         check_steps_per_execution(every, marks)
 
@@ -81,8 +81,8 @@ class TicketCallback(UpdatePruningStep):
     def on_train_batch_end(self, batch, logs=None):
         # step count from the batch index: no read of a TF variable, so no sync per step
         self._steps = self._epoch_base + batch + 1
-        if self.ticket._needs_thetak() and self._steps >= self.ticket.rewind.iteration:
-            self.ticket._record_thetak()
+        if self.ticket.needs_thetak() and self._steps >= self.ticket.rewind.iteration:
+            self.ticket.record_thetak()
         if self.eval_every and self._steps % self.eval_every == 0:
             val = _evaluate(self.model, self.validation_data)
             self._add_point(val["loss"], val.get("accuracy"))
@@ -107,7 +107,7 @@ class TicketCallback(UpdatePruningStep):
         if self.test_data is not None:
             last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == self._steps else None
             metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(self.model, self.test_data)
-        self.ticket._finish_round(metrics, self.curve)
+        self.ticket.finish_round(metrics, self.curve, int(self.model.optimizer.iterations.numpy()))
         self.curve, self._start = [], None  # ready for the next round if reused
 
 

@@ -17,8 +17,11 @@ and ``tf.data`` is told not to rewrite the pipeline graph, which would serialise
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import pickle
+import tarfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -264,11 +267,29 @@ def _from_cifar_folder(folders: list[Path], explicit: bool):
     return None
 
 
+# What a failed or cut-short download raises: network and file errors (URLError, HTTPError, socket
+# errors and timeouts are OSErrors), a dropped HTTP connection, and a truncated archive in the cache.
+DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, EOFError, zlib.error, zipfile.BadZipFile, tarfile.ReadError)
+KERAS_BAD_DOWNLOAD = "Incomplete or corrupted file detected"  # get_file's ValueError on a hash mismatch
+
+
+def _download_failed(e: Exception) -> bool:
+    """Whether ``e`` means the download failed, not a bug: Keras' ``get_file`` re-raises URL and
+    HTTP errors as a bare ``Exception("URL fetch failure ...")`` raised while handling them."""
+    if isinstance(e, DOWNLOAD_ERRORS):
+        return True
+    if type(e) is Exception:
+        return isinstance(e.__context__, DOWNLOAD_ERRORS) or str(e).startswith("URL fetch failure")
+    return isinstance(e, ValueError) and str(e).startswith(KERAS_BAD_DOWNLOAD)
+
+
 def _from_keras(name: str):
     """Keras' own loader: its cache (~/.keras/datasets) or, on a connected machine, a download."""
     try:
         return getattr(keras.datasets, name).load_data()
-    except Exception as e:  # noqa: BLE001 - any failure here means "not available"
+    except Exception as e:
+        if not _download_failed(e):
+            raise
         raise TfLthError(
             f"{name} is not available offline ({type(e).__name__}): pass data_dir= / --data-dir "
             f"with the standard files, set {DATA_DIR_ENV}, or download it once with Keras "

@@ -100,7 +100,8 @@ class ExperimentConfig(TicketConfig):
 
     def ticket_config(self) -> TicketConfig:
         spec = models.spec(self.model)
-        rates = self.rates if self.rates is not None else (None if self.rate is not None else dict(spec.rates))
+        by_layer = self.rate is None and self.scope == "layerwise"  # the spec's per-layer rates
+        rates = self.rates if self.rates is not None else (dict(spec.rates) if by_layer else None)
         rate = self.rate if self.rate is not None else spec.rates.get("dense", 0.2)
         options = {f.name: getattr(self, f.name) for f in fields(TicketConfig)}
         return TicketConfig(**{**options, "rate": rate, "rates": rates, "ignore": self.ignore or ()})

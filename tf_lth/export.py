@@ -17,6 +17,15 @@ and int8 in 1x4 blocks loads but computes inf/NaN there, so each file is run wit
 resolver first and, if it does not load or gives non-finite logits, with builtin kernels without
 default delegates (ticket.json records which, and why). A file no resolver runs (fp16 in 1x4 blocks
 gives NaN) fails the export.
+
+Every TFLite file is verified against Keras on the check batch (:data:`TOLERANCES`, recorded in
+ticket.json): its logits must stay within ``logit x max(1, max |Keras logit|)`` (below 1, absolute
+errors are what moves the softmax) and its argmax agree with Keras' on at least
+``argmax_agreement`` of the examples. An example where TFLite picks a class that Keras scores
+within that logit tolerance of its top class is a tie at the format's precision and does not count
+against it: an untrained ticket's logits are near-ties everywhere (margins ~0.01, on real digits
+and uniform noise alike) and int8 swaps ~2% of them without being wrong. A failed check fails the
+export with one line, and the previous export stays in place.
 """
 from __future__ import annotations
 
@@ -53,6 +62,15 @@ TFLITE = {
 FORMATS = ("saved_model", "tflite", "int8", "fp16")
 DEFAULT_FORMATS = ("saved_model", "tflite", "int8")
 RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+# Per TFLite format: largest |logit difference| from Keras as a fraction of max(1, max |Keras logit|),
+# and the least argmax agreement (near-ties excluded, see above). fp32 must be exact up to float
+# rounding; fp16 weights move logits by ~1e-3 and int8 (dynamic range) by ~0.01-0.02 on LeNet
+# tickets, trained or not: each limit is a few times what is measured, so a wrong file fails.
+TOLERANCES = {
+    "tflite": {"logit": 1e-5, "argmax_agreement": 1.0},
+    "fp16": {"logit": 1e-2, "argmax_agreement": 0.99},
+    "int8": {"logit": 5e-2, "argmax_agreement": 0.99},
+}
 CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite logits are compared on
 BENCH_BATCHES = (1, 64)
 BENCH_SECONDS = 2.0  # total budget of the interleaved latency rounds
@@ -110,6 +128,7 @@ def export_ticket(model, path=None, *, name: str | None = None, round: int | Non
                 files[kind] = convert(saved, kind)
                 (tmp / TFLITE[kind][0]).write_bytes(files[kind])
                 info["formats"][kind] = _tflite_report(kind, files[kind], info["dense"], keras_logits, x, test)
+                verify(kind, info["formats"][kind], source)
             if benchmark:
                 _add_latency(info, files, x.shape[1:], x.dtype)
         if "saved_model" not in formats:
@@ -233,11 +252,44 @@ def _tflite_report(kind: str, model: bytes, dense: dict, keras_logits, x, test) 
               "bytes_vs_dense": round(len(model) / dense["bytes"], 4),
               "gzip_vs_dense": round(_gzip_len(model) / dense["gzip_bytes"], 4),
               **inspect_tflite(model), "resolver": resolver, "resolver_problems": problems,
-              "max_abs_logit_diff": float(np.max(np.abs(logits - keras_logits))),
-              "argmax_agreement": round(float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))), 6)}
+              **compare_logits(kind, logits, keras_logits)}
     if test is not None:
         report["test_accuracy"] = _accuracy(run_tflite(interpreter, test[0].astype(x.dtype)), test[1])
     return report
+
+
+def compare_logits(kind: str, logits: np.ndarray, keras_logits: np.ndarray) -> dict:
+    """How far TFLite logits are from Keras', and the limits they are held to (see :data:`TOLERANCES`)."""
+    tolerance = TOLERANCES[kind]
+    limit = float(tolerance["logit"] * max(1.0, float(np.max(np.abs(keras_logits)))))
+    top, chosen = keras_logits.argmax(-1), logits.argmax(-1)
+    rows = np.arange(len(keras_logits))
+    differ = top != chosen
+    ties = differ & (keras_logits[rows, top] - keras_logits[rows, chosen] <= limit)
+    n = max(len(keras_logits), 1)
+    return {"max_abs_logit_diff": float(np.max(np.abs(logits - keras_logits))),
+            "argmax_agreement": round(float(np.mean(~differ)), 6),
+            "argmax_ties": int(ties.sum()),
+            "argmax_agreement_beyond_ties": round(float(1 - (differ & ~ties).sum() / n), 6),
+            "tolerance": {"max_abs_logit_diff": limit, "logit_relative": tolerance["logit"],
+                          "argmax_agreement": tolerance["argmax_agreement"]}}
+
+
+def verify(kind: str, report: dict, source: str = "the check batch") -> None:
+    """Fail the export when a TFLite file's logits or argmax are further from Keras' than its tolerance."""
+    tol, what = report["tolerance"], f"the {kind} TFLite file"
+    cause = {"tflite": "TFLite computes this model differently from Keras (a converter bug or an unsupported op)",
+             "int8": "int8 quantization changes this model too much",
+             "fp16": "float16 weights change this model too much"}[kind]
+    fix = f"{cause}: export without {kind} (formats= / --formats)"
+    if not report["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]:  # NaN fails too
+        raise TfLthError(f"{what} differs from Keras by {report['max_abs_logit_diff']:.3g} in a logit on {source}, "
+                         f"over its tolerance {tol['max_abs_logit_diff']:.3g} ({tol['logit_relative']:g} x max(1, "
+                         f"max |logit|)): {fix}")
+    if report["argmax_agreement_beyond_ties"] < tol["argmax_agreement"]:
+        raise TfLthError(f"{what} agrees with Keras' argmax on {100 * report['argmax_agreement_beyond_ties']:.2f}% "
+                         f"of {source} (near-ties excluded), under its tolerance "
+                         f"{100 * tol['argmax_agreement']:g}%: {fix}")
 
 
 def _run_checked(kind: str, model: bytes, x, keras_logits):
@@ -419,5 +471,5 @@ def main(argv=None) -> int:
 
 
 __all__ = ["export_ticket", "default_path", "stripped", "weight_stats", "convert", "open_tflite", "inspect_tflite",
-           "is_sparse_tflite", "run_tflite", "benchmark", "staged_dir", "summary", "format_table", "add_arguments",
-           "run", "main", "FORMATS", "TFLITE"]
+           "is_sparse_tflite", "run_tflite", "compare_logits", "verify", "benchmark", "staged_dir", "summary",
+           "format_table", "add_arguments", "run", "main", "FORMATS", "TFLITE", "TOLERANCES"]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +52,17 @@ def read_json(path) -> dict:
         raise TfLthError(f"{path} is corrupt ({e}); delete it or restart that round") from None
 
 
+# What numpy raises for a damaged .npz: a cut or garbled zip (BadZipFile, EOFError, zlib.error, a
+# member the directory names but cannot find: KeyError), a bad array header or pickle (ValueError,
+# UnpicklingError), or the file itself unreadable (OSError).
+DAMAGED_NPZ = (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, ValueError, pickle.UnpicklingError)
+
+
 def read_npz(path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise TfLthError(f"{path} is missing") from None
-    except Exception as e:  # noqa: BLE001 - zip/pickle/OS errors all mean a damaged file
+    except DAMAGED_NPZ as e:
         raise TfLthError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it or restart that round") from None

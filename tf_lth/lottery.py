@@ -1,30 +1,27 @@
 """``LotteryTicket``: iterative magnitude pruning with rewinding on TF-MOT's pruning wrappers.
 
-The user's model is wrapped with TF-MOT's ``PruneLowMagnitude`` (a :class:`~tf_lth.schedules.FrozenMask`
-schedule, so TF-MOT never changes a mask), θ0 is recorded, and each :meth:`next_round` prunes by
-the criterion, rewinds the weights, writes the masks into the wrappers' ``pruning_vars`` and resets
-the optimizer. Every pruned kernel carries a mask constraint that the Keras optimizer applies after
-each update, so pruned weights are exactly zero after every batch and in every checkpoint.
+The user's model is wrapped by :class:`~tf_lth.masked.MaskedModel` (TF-MOT's ``PruneLowMagnitude``
+under a :class:`~tf_lth.schedules.FrozenMask` schedule, so TF-MOT never changes a mask; that module
+owns the invariant that a pruned weight is zero in every forward pass, step and file), θ0 is
+recorded, and each :meth:`next_round` prunes by the criterion, rewinds the weights, writes the masks
+and gives the optimizer a fresh state.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from tf_lth import masks as masks_lib
-from tf_lth._keras import keras, require_graph_model, tf
+from tf_lth._keras import keras, require_graph_model
 from tf_lth.callbacks import TicketCallback, accuracy
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, read_npz, write_json, write_npz
+from tf_lth.masked import MaskedModel
 from tf_lth.rewind import PRUNED, SURVIVORS, Rewind, survivor_values
-from tf_lth.schedules import FrozenMask
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, prunable_layer
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 SCOPES = ("layerwise", "global")
 
@@ -58,6 +55,9 @@ class TicketConfig:
                 raise TfLthError(f"{name} = {value} must be a fraction strictly between 0 and 1")
         if self.scope not in SCOPES:
             raise TfLthError(f"unknown scope {self.scope!r}: use layerwise or global")
+        if self.scope == "global" and self.rates:
+            raise TfLthError("rates set per layer or kind need scope='layerwise': global pruning cuts all "
+                             "layers at one threshold with `rate` (keep a layer dense with ignore=)")
         Rewind.parse(self.rewind)
         masks_lib.scores(self.criterion, {}, {}, None)  # validates the name
         if self.survivors not in SURVIVORS:
@@ -83,128 +83,49 @@ class TicketConfig:
         return cls(**d)
 
 
-def _short(variable) -> str:
-    return variable.name.split("/")[-1].split(":")[0]
-
-
-def _prunable(layer) -> bool:
-    if isinstance(layer, prunable_layer.PrunableLayer):
-        return True
-    return prune_registry.PruneRegistry.supports(layer) and bool(prune_registry.PruneRegistry._weight_names(layer))
-
-
-@keras.utils.register_keras_serializable(package="tf_lth")
-class _FrozenWrapper(PruneLowMagnitude):
-    """TF-MOT's pruning wrapper, for rounds whose masks never change.
-
-    TF-MOT's ``call`` counts the step and asks the schedule for a mask update at every training
-    step (a conditional top-k that XLA compiles all the same), then assigns ``weight * mask`` before
-    every forward pass. Here masks change only between rounds and the mask constraint zeroes pruned
-    weights after every update (:class:`TicketCallback` masks them when training begins), and the
-    step only feeds the schedule, so ``call`` just runs the layer: the compiled step is the plain
-    model's.
-    """
-
-    def call(self, inputs, training=None, **kwargs):
-        if "training" in inspect.getfullargspec(self.layer.call).args:
-            kwargs["training"] = training
-        return self.layer.call(inputs, **kwargs)
-
-
-class _KeepMasked:
-    """Kernel constraint the Keras optimizer applies right after each update: pruned entries go
-    back to zero (``w * mask``) or, with ``frozen``, to their frozen initial values."""
-
-    def __init__(self, mask, previous=None, frozen=None):
-        self.mask, self.previous, self.frozen = mask, previous, frozen
-
-    def __call__(self, w):
-        if self.previous is not None:
-            w = self.previous(w)
-        keep = tf.cast(self.mask, w.dtype)
-        return w * keep if self.frozen is None else w * keep + self.frozen * (1 - keep)
-
-
-@dataclass
-class _Weights:
-    """The variables of the wrapped model in a fixed order, and which of them are pruned."""
-
-    variables: list
-    kernels: dict = field(default_factory=dict)  # key -> index into variables
-    keep_vars: dict = field(default_factory=dict)  # key -> mask the constraint applies
-    frozen_vars: dict = field(default_factory=dict)  # key -> values of pruned weights (pruned="frozen")
-    layers: dict = field(default_factory=dict)  # key -> inner layer
-
-    def snapshot(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self.variables]
-
-    def assign(self, values) -> None:
-        for v, a in zip(self.variables, values):
-            v.assign(a)
-
-
 class LotteryTicket:
     """Find a winning ticket of ``model`` with ``model.fit``.
 
     ``ticket.model`` is ``model`` with its prunable layers wrapped by TF-MOT (it shares their
-    variables); compile and fit it with ``callbacks=[ticket.callback()]``, then call
-    :meth:`next_round` to prune and rewind. ``options`` override fields of ``config``.
+    variables; see :class:`~tf_lth.masked.MaskedModel`); compile and fit it with
+    ``callbacks=[ticket.callback()]``, then call :meth:`next_round` to prune and rewind.
+    ``options`` override fields of ``config``.
     """
 
     def __init__(self, model, config: TicketConfig | None = None, **options):
         self.config = replace(config or TicketConfig(), **options)
         self.rewind = Rewind.parse(self.config.rewind)
         require_graph_model(model)
-        self.source = model
-        names = {layer.name for layer in model.layers if _prunable(layer) and layer.weights}
-        if not names:
-            raise TfLthError(
-                f"{model.name} has no layer TF-MOT can prune (Dense, Conv, Embedding, ...): nothing to find a ticket in")
-        self.unpruned_layers = [layer.name for layer in model.layers if layer.trainable_weights and layer.name not in names]
-        with model.distribute_strategy.scope():
-            self.model = keras.models.clone_model(
-                model, clone_function=lambda layer: self._wrap(layer) if layer.name in names else layer)
-            self._w = self._collect(frozen=self.config.pruned == "frozen")
-        unknown = set(self.config.ignore) - {self._w.layers[k].name for k in self._w.kernels}
+        self.masked = MaskedModel(model, frozen=self.config.pruned == "frozen")
+        self.model, self.source = self.masked.model, self.masked.source
+        self.unpruned_layers = self.masked.unpruned_layers
+        unknown = set(self.config.ignore) - {layer.name for layer in self.masked.layers.values()}
         if unknown:
             raise TfLthError(f"ignore names unknown prunable layer(s) {', '.join(sorted(unknown))}")
         self.round = 0
-        self.theta0 = self._w.snapshot()
+        self.theta0 = self.masked.raw_weights()
         self.thetak: list[np.ndarray] | None = None
-        self.masks = {k: np.ones(self._w.variables[i].shape, bool) for k, i in self._w.kernels.items()}
+        self.masks = {k: np.ones(self.masked.variables[i].shape, bool) for k, i in self.masked.kernels.items()}
         self.history: list[dict] = []
+        # optimizer steps each round started and ended at (finetune continues the step; resume needs it)
+        self.steps: dict[int, list] = {0: [0, None]}
+        self.pending_step: int | None = None  # the step the next fit starts from (set once per round)
+        self.start_weights: list[np.ndarray] | None = None  # lr/finetune: the trained weights rewound from
         self.rates = self._resolve_rates()
-
-    # -- wrapping -------------------------------------------------------------------------
-    def _wrap(self, layer):
-        return _FrozenWrapper(layer, pruning_schedule=FrozenMask())
-
-    def _collect(self, frozen: bool) -> _Weights:
-        w = _Weights([])
-        for layer in self.model.layers:
-            inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-            index = {id(v): len(w.variables) + j for j, v in enumerate(inner.weights)}
-            w.variables.extend(inner.weights)
-            if isinstance(layer, PruneLowMagnitude):
-                for weight, mask, _ in layer.pruning_vars:
-                    key = f"{inner.name}/{_short(weight)}"
-                    w.kernels[key], w.layers[key] = index[id(weight)], inner
-                    if frozen:  # TF-MOT's mask stays all ones; the constraint keeps pruned values at θ0
-                        w.keep_vars[key] = tf.Variable(tf.ones_like(mask), trainable=False)
-                        w.frozen_vars[key] = tf.Variable(tf.zeros_like(weight), trainable=False)
-                    else:
-                        w.keep_vars[key], w.frozen_vars[key] = mask, None
-                    constraint = _KeepMasked(w.keep_vars[key], weight.constraint, w.frozen_vars[key])
-                    for component in getattr(weight, "_values", None) or (weight,):  # tf.distribute replicas
-                        component._constraint = constraint
-        return w
 
     def _resolve_rates(self) -> dict[str, float]:
         rates, out = self.config.rates or {}, {}
-        outputs = set(self.source.output_names)
-        for key, layer in self._w.layers.items():
-            kind = "conv" if "conv" in type(layer).__name__.lower() else type(layer).__name__.lower()
-            base = rates.get(kind, self.config.rate)
+        kinds = {k: _kind(layer) for k, layer in self.masked.layers.items()}
+        names = sorted({layer.name for layer in self.masked.layers.values()})
+        valid = {*names, *kinds.values(), "output"}
+        unknown = sorted(set(rates) - valid)
+        if unknown:
+            raise TfLthError(f"rates key(s) {', '.join(unknown)} name no prunable layer or kind of this model: "
+                             f"use a layer name ({', '.join(names)}) or a kind ({', '.join(sorted(set(kinds.values())))}"
+                             ", output)")
+        outputs = self.masked.output_layer_names()
+        for key, layer in self.masked.layers.items():
+            base = rates.get(kinds[key], self.config.rate)
             if layer.name in rates:
                 out[key] = rates[layer.name]
             elif layer.name in outputs and self.config.scope == "layerwise":
@@ -223,7 +144,7 @@ class LotteryTicket:
         return np.random.default_rng([self.config.seed, self.round if round_ is None else round_, tag])
 
     def _pruned_keys(self) -> list[str]:
-        return [k for k in sorted(self.masks) if self._w.layers[k].name not in self.config.ignore]
+        return [k for k in sorted(self.masks) if self.masked.layers[k].name not in self.config.ignore]
 
     def target_counts(self, round_: int) -> dict[str, int]:
         """Weights each pruned kernel keeps after ``round_`` rounds: ``size * (1 - rate) ** round``."""
@@ -235,10 +156,10 @@ class LotteryTicket:
             raise TfLthError(
                 f"rewind {self.rewind} needs θk: train round 0 with ticket.callback() for at least "
                 f"{self.rewind.iteration} steps before next_round()")
-        final = self._w.snapshot()
+        final = self.masked.weights()
         keys = self._pruned_keys()
-        w0 = {k: self.theta0[self._w.kernels[k]] for k in keys}
-        wf = {k: final[self._w.kernels[k]] for k in keys}
+        w0 = {k: self.theta0[self.masked.kernels[k]] for k in keys}
+        wf = {k: final[self.masked.kernels[k]] for k in keys}
         score = masks_lib.scores(self.config.criterion, w0, wf, self._rng("criterion"))
         alive = {k: self.masks[k] for k in keys}
         block = self.config.block_size
@@ -252,38 +173,49 @@ class LotteryTicket:
             n, m = self.config.m_by_n
             new = {k: masks_lib.m_by_n(score[k], v, n, m) if v.ndim >= 2 else v for k, v in new.items()}
         self.masks.update(new)
+        ended = self.steps.get(self.round, [0, None])[1]
         self.round += 1
-        source = final if self.rewind.keeps_weights else (self.thetak if self.rewind.mode == "iteration" else self.theta0)
-        self._rewind_to(source)
-        self.reset_optimizer()
+        self.start_weights = final if self.rewind.keeps_weights else None
+        self._rewind_to(self.rewind_source())
+        self.reset_optimizer(ended)
+
+    def rewind_source(self) -> list[np.ndarray]:
+        """What this round's weights were rewound from: θ0, θk, or (``lr``, ``finetune``) the weights the
+        previous round ended with. Controls start from the same point."""
+        if self.rewind.keeps_weights and self.round:
+            if self.start_weights is None:
+                raise TfLthError(f"round {self.round} has no record of the weights it started from: load the "
+                                 "ticket from a folder holding the previous round")
+            return self.start_weights
+        return self.thetak if self.rewind.mode == "iteration" and self.round else self.theta0
 
     def get_weights(self) -> list[np.ndarray]:
-        """Every variable of the wrapped model's layers, in :attr:`theta0` order (masks excluded)."""
-        return self._w.snapshot()
+        """Every weight of the wrapped model's layers, in :attr:`theta0` order, as the network computes
+        with them (pruned entries zero or frozen; masks excluded)."""
+        return self.masked.weights()
 
     def set_weights(self, values: list[np.ndarray]) -> None:
-        """Restore what :meth:`get_weights` returned (e.g. from a checkpoint); masks are unchanged."""
-        self._w.assign(values)
+        """Restore what :meth:`get_weights` returned (e.g. from a checkpoint); the masks stay and apply."""
+        self.masked.assign(values)
+
+    def kernels(self) -> dict[str, int]:
+        """Pruned weight key (``"fc1/kernel"``) -> its index in :attr:`theta0` and :meth:`get_weights`."""
+        return dict(self.masked.kernels)
 
     def _rewind_to(self, source: list[np.ndarray]) -> None:
         """Write masks into the wrappers and ``source`` (survivors per the action) into the kernels."""
         values = list(source)
         rng = self._rng("survivors")
         fresh = self.fresh_values(self._rng("reinit").integers(2**31)) if self.config.survivors == "reinit" else None
-        for k, i in self._w.kernels.items():
+        for k, i in self.masked.kernels.items():
             values[i] = survivor_values(self.config.survivors, self.theta0[i], self.masks[k], source[i],
                                         None if fresh is None else fresh[i], rng)
-            if self._w.frozen_vars[k] is not None:
-                values[i] = np.where(self.masks[k], values[i], self.theta0[i])
         self._write_masks()
-        self._w.assign(values)
+        self.masked.assign(values)
 
     def _write_masks(self) -> None:
-        """Masks into the variables the wrappers and constraints read (no weight changes)."""
-        for k, m in self.masks.items():
-            self._w.keep_vars[k].assign(m.astype(np.float32))
-            if self._w.frozen_vars[k] is not None:
-                self._w.frozen_vars[k].assign(self.theta0[self._w.kernels[k]])
+        """Masks (and θ0 as the frozen values of pruned weights) into the variables the model reads."""
+        self.masked.set_masks(self.masks, {k: self.theta0[i] for k, i in self.masked.kernels.items()})
 
     def set_masks(self, masks: dict, weights: list | None = None) -> None:
         """Replace the masks (and optionally all weights, in :attr:`theta0` order) of this ticket."""
@@ -291,87 +223,91 @@ class LotteryTicket:
             raise TfLthError(f"masks must have exactly the keys {', '.join(sorted(self.masks))}")
         self.masks = {k: np.asarray(m, bool).reshape(self.masks[k].shape) for k, m in masks.items()}
         self._write_masks()
-        values = self._w.snapshot() if weights is None else list(weights)
-        for k, i in self._w.kernels.items():
-            base = self.theta0[i] if self._w.frozen_vars[k] is not None else 0
-            values[i] = np.where(self.masks[k], values[i], base).astype(values[i].dtype)
-        self._w.assign(values)
+        self.masked.assign(self.masked.raw_weights() if weights is None else list(weights))
 
     def reset_optimizer(self, current: int | None = None) -> None:
-        """Fresh optimizer state (moments to zero); the step restarts as the rewind mode says
-        (``current``: the step the last round ended at, by default the optimizer's own)."""
+        """The state a freshly built optimizer of the same config has; the step restarts as the rewind
+        mode says (``current``: the step the last round ended at, by default the optimizer's own)."""
         opt = self.model.optimizer
-        if opt is None:
-            return
-        if current is None:
+        if current is None and opt is not None:
             current = int(opt.iterations.numpy())
-        for v in (opt.variables() if callable(opt.variables) else opt.variables):
-            v.assign(tf.zeros_like(v))
-        opt.iterations.assign(self.rewind.optimizer_iteration(current) if self.round else 0)
+        step = self.rewind.optimizer_iteration(current or 0) if self.round else 0
+        self.steps[self.round] = [step, None]
+        self.pending_step = step
+        self.masked.reset_optimizer(step)
 
     def fresh_values(self, seed: int) -> list[np.ndarray]:
         """A new draw of every weight from its layer's initializer (the random-reinit control)."""
-        out = []
-        for j, v in enumerate(self._w.variables):
-            layer = next(lay for lay in self._inner_layers() if any(v is w for w in lay.weights))
-            init = getattr(layer, f"{_short(v)}_initializer", None)
-            if init is None:
-                out.append(self.theta0[j])
-                continue
-            cfg = init.get_config()
-            if "seed" in cfg:
-                init = type(init).from_config({**cfg, "seed": int(seed) + j})
-            out.append(np.asarray(init(v.shape, v.dtype)))
-        return out
-
-    def _inner_layers(self):
-        return [lay.layer if isinstance(lay, PruneLowMagnitude) else lay for lay in self.model.layers]
+        return self.masked.fresh_values(seed)
 
     def control(self, kind: str, seed: int | None = None) -> "LotteryTicket":
-        """A control for the current round: ``random_reinit`` (same masks, new initial weights)
-        or ``random_mask`` (θ0 under random masks of the same per-layer sparsity)."""
+        """A control for the current round: ``random_reinit`` (same masks, every weight drawn anew from
+        its initializer) or ``random_mask`` (random masks of the same per-layer sparsity over the
+        ticket's own rewind point: θ0, θk, or the previous round's weights). Its optimizer starts at
+        the ticket's step for this round."""
         if kind not in CONTROLS:
             raise TfLthError(f"unknown control {kind!r}: choose one of {', '.join(CONTROLS)}")
         seed = self.config.seed + 1 if seed is None else seed
         with self.source.distribute_strategy.scope():
             twin = LotteryTicket(keras.models.clone_model(self.source), self.config)
-        twin.round = self.round
+        twin.round, twin.thetak, twin.steps = self.round, self.thetak, {self.round: [self.steps[self.round][0], None]}
+        twin.pending_step = self.steps[self.round][0]
         rng = np.random.default_rng([seed, self.round, zlib.crc32(kind.encode())])
         if kind == "random_reinit":
             twin.theta0 = twin.fresh_values(rng.integers(2**31))
+            twin.thetak = None if self.thetak is None else twin.theta0
             twin.masks = {k: m.copy() for k, m in self.masks.items()}
+            source = twin.theta0
         else:
             twin.theta0 = list(self.theta0)
+            twin.start_weights = self.start_weights
             keys = self._pruned_keys()
             twin.masks = {**self.masks, **masks_lib.random_like({k: self.masks[k] for k in keys}, rng)}
-        twin._rewind_to(twin.theta0)
+            source = self.rewind_source()
+        twin._rewind_to(source)
         return twin
 
     def supermask_accuracy(self, data, survivors: str = "signed_constant") -> float:
         """Accuracy of the untrained masked network (Zhou et al.'s supermask): the current masks over
         θ0 (``"original"``) or over sign(θ0)·σ (``"signed_constant"``); the weights are restored after."""
-        trained = self._w.snapshot()
+        trained = self.masked.weights()
         values = list(self.theta0)
         rng = self._rng("supermask")
-        for k, i in self._w.kernels.items():
+        for k, i in self.masked.kernels.items():
             values[i] = survivor_values(survivors, self.theta0[i], self.masks[k], self.theta0[i], None, rng)
         try:
-            self._w.assign(values)
+            self.masked.assign(values)
             return accuracy(self.model, data)
         finally:
-            self._w.assign(trained)
+            self.masked.assign(trained)
 
-    # -- what a round records ------------------------------------------------------------
-    def _needs_thetak(self) -> bool:
+    # -- the round contract (used by TicketCallback) ---------------------------------------
+    def needs_thetak(self) -> bool:
+        """Whether θk (the weights after ``k`` steps of round 0) is still to be taken."""
         return self.rewind.mode == "iteration" and self.thetak is None and self.round == 0
 
-    def _record_thetak(self) -> None:
+    def record_thetak(self) -> None:
+        """Take θk now (once)."""
         if self.thetak is None:
-            self.thetak = self._w.snapshot()
+            self.thetak = self.masked.weights()
 
-    def _finish_round(self, metrics: dict, curve: list[dict]) -> None:
+    def start_training(self, fresh: bool = True) -> None:
+        """Called when ``fit`` begins: masks written into the variables (whatever wrote them since), and
+        the first ``fit`` of a round puts the optimizer at the round's start step (not when ``fresh`` is
+        False: a round resumed from a checkpoint has its optimizer state restored)."""
+        self.masked.apply_masks()
+        opt = self.model.optimizer
+        if fresh and self.pending_step is not None and opt is not None:
+            opt.iterations.assign(self.pending_step)
+        self.pending_step = None
+
+    def finish_round(self, metrics: dict, curve: list[dict], step: int | None = None) -> None:
+        """Record a trained round: its metrics and curve, and the optimizer step it ended at."""
+        self.masked.apply_masks()  # after fit's finalize_variable_values (EMA averages copied in)
         entry = {"round": self.round, "weights_remaining": self.weights_remaining, **metrics, "curve": curve}
         self.history = [h for h in self.history if h["round"] != self.round] + [entry]
+        if step is not None:
+            self.steps[self.round] = [self.steps.get(self.round, [0, None])[0], int(step)]
 
     @property
     def weights_remaining(self) -> float:
@@ -383,8 +319,8 @@ class LotteryTicket:
         return masks_lib.sparsity(self.masks)
 
     def kernel(self, key: str) -> np.ndarray:
-        """Current value of the kernel ``key`` (e.g. ``"fc1/kernel"``)."""
-        return self._w.variables[self._w.kernels[key]].numpy()
+        """Current value of the kernel ``key`` (e.g. ``"fc1/kernel"``) as its variable holds it."""
+        return self.masked.kernel(key)
 
     def export(self, path=None, **options) -> dict:
         """Export this round's ticket (SavedModel + sparse TFLite, verified): see
@@ -402,10 +338,11 @@ class LotteryTicket:
             write_npz(path / "thetak.npz", _numbered(self.thetak))
         rd = path / "rounds" / str(self.round)
         write_npz(rd / "masks.npz", {k.replace("/", "|"): m for k, m in self.masks.items()})
-        write_npz(rd / "weights.npz", _numbered(self._w.snapshot()))
+        write_npz(rd / "weights.npz", _numbered(self.masked.weights()))
         write_json(path / "ticket.json", {
             "round": self.round, "config": asdict(self.config), "history": self.history,
-            "kernels": sorted(self._w.kernels), "model": json.loads(self.source.to_json()),
+            "steps": {str(r): s for r, s in sorted(self.steps.items())},
+            "kernels": sorted(self.masked.kernels), "model": json.loads(self.source.to_json()),
         })
         return path
 
@@ -422,18 +359,27 @@ class LotteryTicket:
         if model is None:
             model = keras.models.model_from_json(json.dumps(meta["model"]), custom_objects=custom_objects)
         ticket = cls(model, TicketConfig.from_dict(meta["config"]))
-        if sorted(ticket._w.kernels) != meta["kernels"]:
+        if sorted(ticket.masked.kernels) != meta["kernels"]:
             raise TfLthError(f"{path} holds a ticket of another architecture (kernels {meta['kernels']})")
         ticket.round, ticket.history = meta["round"], meta["history"]
+        ticket.steps = {int(r): s for r, s in meta.get("steps", {}).items() if int(r) <= ticket.round}
         ticket.theta0 = _unnumbered(read_npz(path / "theta0.npz"), len(ticket.theta0), path / "theta0.npz")
         if (path / "thetak.npz").exists():
             ticket.thetak = _unnumbered(read_npz(path / "thetak.npz"), len(ticket.theta0), path / "thetak.npz")
+        previous = path / "rounds" / str(ticket.round - 1) / "weights.npz"
+        if ticket.rewind.keeps_weights and ticket.round and previous.exists():
+            ticket.start_weights = _unnumbered(read_npz(previous), len(ticket.theta0), previous)
         rd = path / "rounds" / str(ticket.round)
         masks = {k.replace("|", "/"): m for k, m in read_npz(rd / "masks.npz").items()}
         if sorted(masks) != meta["kernels"]:
             raise TfLthError(f"{rd / 'masks.npz'} does not hold the masks of {', '.join(meta['kernels'])}")
         ticket.set_masks(masks, _unnumbered(read_npz(rd / "weights.npz"), len(ticket.theta0), rd / "weights.npz"))
         return ticket
+
+
+def _kind(layer) -> str:
+    """A layer's kind for ``rates``: ``conv`` for every convolution, else its class name in lower case."""
+    return "conv" if "conv" in type(layer).__name__.lower() else type(layer).__name__.lower()
 
 
 CONTROLS = ("random_reinit", "random_mask")

@@ -68,6 +68,13 @@ def _units(score: np.ndarray, mask: np.ndarray, block) -> tuple[np.ndarray, np.n
     return s.ravel(), alive.ravel(), block[0] * block[1]
 
 
+def _alive_per_unit(mask: np.ndarray, block, n_units: int) -> np.ndarray:
+    """How many alive weights each selectable unit of :func:`_units` holds."""
+    if block is None or mask.ndim != 2:
+        return mask.ravel().astype(np.int64)
+    return _to_blocks(mask.astype(float), block, np.nansum).ravel().astype(np.int64)
+
+
 def _expand(keep_units: np.ndarray, mask: np.ndarray, block) -> np.ndarray:
     if block is None or mask.ndim != 2:
         return keep_units.reshape(mask.shape)
@@ -95,13 +102,29 @@ def select_layerwise(score: Mapping[str, np.ndarray], masks: Masks, keep: Mappin
 
 def select_global(score: Mapping[str, np.ndarray], masks: Masks, keep: int,
                   block: tuple[int, int] | None = None) -> Masks:
-    """One cut over all keys: keep the ``keep`` highest-scoring alive weights in total."""
+    """One cut over all keys: keep the ``keep`` highest-scoring alive weights in total.
+
+    With ``block``, rank-2 kernels are cut in tiles and other weights one by one, so units differ in
+    size: they are taken in score order while they fit the weights still to keep, which keeps
+    exactly ``keep`` when the single weights allow it (and never more).
+    """
     keys = sorted(masks)
     parts = [_units(score[k], masks[k], block) for k in keys]
     flat = np.concatenate([s for s, _, _ in parts])
-    size = parts[0][2] if parts else 1
-    n = min(int(round(keep / size)), int(sum(a.sum() for _, a, _ in parts)))
-    chosen = _top(flat, n)
+    sizes = np.concatenate([_alive_per_unit(masks[k], block, s.size) for k, (s, _, _) in zip(keys, parts)])
+    order = np.argsort(-flat, kind="stable")
+    order = order[flat[order] > -np.inf]
+    total = np.cumsum(sizes[order])
+    n = int(np.searchsorted(total, keep, side="right"))  # the longest prefix that fits
+    chosen = np.zeros(flat.shape, bool)
+    chosen[order[:n]] = True
+    left, rest = int(keep) - (int(total[n - 1]) if n else 0), order[n:]
+    while left > 0:  # then the best smaller units that still fit
+        fits = np.flatnonzero(sizes[rest] <= left)
+        if not fits.size:
+            break
+        i = rest[fits[0]]
+        chosen[i], left, rest = True, left - int(sizes[i]), rest[fits[0] + 1:]
     out, start = {}, 0
     for k, (s, _, _) in zip(keys, parts):
         out[k] = _expand(chosen[start: start + s.size], masks[k], block)

@@ -1,0 +1,317 @@
+"""The masked model: TF-MOT's wrappers around the prunable layers, and the one owner of the invariant.
+
+**A pruned weight is zero (or, under ``pruned="frozen"``, its frozen value) in every forward pass,
+after every optimizer step and in every file tf-lth writes, whatever wrote the weights.** Three
+mechanisms, each for the writers the others cannot see:
+
+1. *Mask in the forward pass.* :class:`MaskedWrapper` (TF-MOT's ``PruneLowMagnitude``) hands its
+   layer ``w * mask`` instead of ``w`` for the length of each call, so a value written by
+   ``set_weights``, ``load_weights``, a custom loop's ``assign`` or an EMA overwrite never reaches
+   an output, and the gradient of a pruned weight is exactly zero. It works on any precision
+   policy: the masked value is made in the layer's compute dtype.
+2. *Mask after every optimizer step.* Each pruned variable carries a constraint that the Keras
+   optimizer applies right after its update. It is installed on the variable the optimizer really
+   reads: under mixed precision the ``AutoCastVariable`` delegates ``constraint`` to the float32
+   variable inside it, and under ``tf.distribute`` every replica's component gets it.
+3. *Mask at the edges of training and on write.* :meth:`MaskedModel.apply_masks` writes the masked
+   values into the variables; the round's callback calls it when ``fit`` begins and ends (after
+   ``finalize_variable_values`` copied EMA averages in), :meth:`MaskedModel.assign` after writing,
+   and :meth:`MaskedModel.weights` returns masked values, so tf-lth's files are always sparse.
+
+TF-MOT's own per-step mask update is skipped (masks change only between rounds), so the compiled
+step costs one multiply per pruned kernel over the plain model's.
+"""
+from __future__ import annotations
+
+import inspect
+import weakref
+
+import numpy as np
+
+from tf_lth._keras import keras, tf
+from tf_lth.errors import TfLthError
+from tf_lth.schedules import FrozenMask
+from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+
+def prunable(layer) -> bool:
+    """Whether TF-MOT can wrap ``layer`` and would prune at least one of its weights."""
+    if isinstance(layer, prunable_layer.PrunableLayer):
+        return True
+    if not prune_registry.PruneRegistry.supports(layer):
+        return False
+    try:
+        return bool(prune_registry.PruneRegistry.make_prunable(layer).get_prunable_weights())
+    except (AttributeError, ValueError):  # not built, or an RNN cell TF-MOT does not know
+        return False
+
+
+def _inner_variable(variable):
+    """The variable an optimizer assigns through ``variable``: inside an AutoCastVariable (mixed
+    precision), and each replica's component of a distributed variable."""
+    inner = getattr(variable, "_variable", variable)  # AutoCastVariable wraps the float32 variable
+    return list(getattr(inner, "_values", None) or (inner,))
+
+
+class KeepMasked:
+    """The constraint the optimizer applies after each update: pruned entries back to zero, or to
+    their frozen values. It wraps the variable's own constraint (never another ``KeepMasked``)."""
+
+    def __init__(self, keep, frozen=None, previous=None):
+        while isinstance(previous, KeepMasked):
+            previous = previous.previous
+        self.keep, self.frozen, self.previous = keep, frozen, previous
+
+    def __call__(self, w):
+        if self.previous is not None:
+            w = self.previous(w)
+        return masked_value(w, self.keep, self.frozen, w.dtype)
+
+
+def masked_value(w, keep, frozen, dtype):
+    """``w * keep`` (``+ frozen * (1 - keep)``) in ``dtype``: what the network computes with."""
+    w = tf.cast(w, dtype)
+    k = tf.cast(keep, dtype)
+    return w * k if frozen is None else w * k + tf.cast(frozen, dtype) * (1 - k)
+
+
+@keras.utils.register_keras_serializable(package="tf_lth")
+class MaskedWrapper(PruneLowMagnitude):
+    """TF-MOT's pruning wrapper for rounds whose masks never change, with the mask in the forward pass.
+
+    TF-MOT's ``call`` counts the step, asks the schedule for a mask update at every training step
+    and assigns ``weight * mask`` before the forward pass. Here masks change only between rounds
+    (:class:`~tf_lth.schedules.FrozenMask`), so ``call`` runs the layer with each pruned weight
+    attribute replaced by its masked value for the length of the call: no variable is written, the
+    gradient of a pruned weight is zero, and nothing written to the variable outside the optimizer
+    can reach the output. A weight that is no attribute of the layer or its sublayers (a custom
+    ``PrunableLayer`` may compute it) is masked by assignment before the call instead.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        owners = [self.layer, *(m for m in self.layer.submodules if isinstance(m, keras.layers.Layer))]
+        self.views = []  # (owner, attribute or None, weight, keep, frozen)
+        for weight, mask, _ in self.pruning_vars:
+            spot = next(((o, a) for o in owners for a, v in vars(o).items() if v is weight), (None, None))
+            self.views.append([*spot, weight, mask, None])
+        self.install_constraints()
+
+    def mask_with(self, keeps: list, frozens: list) -> None:
+        """Use these keep (1 alive, 0 pruned) and frozen-value variables, one per pruned weight,
+        instead of TF-MOT's masks (``pruned="frozen"`` keeps TF-MOT's masks at ones, so that
+        ``strip_pruning`` leaves the frozen values in place)."""
+        for view, keep, frozen in zip(self.views, keeps, frozens):
+            view[3], view[4] = keep, frozen
+        self.install_constraints()
+
+    def install_constraints(self) -> None:
+        for _, _, weight, keep, frozen in self.views:
+            for component in _inner_variable(weight):
+                component._constraint = KeepMasked(keep, frozen, component.constraint)
+
+    def call(self, inputs, training=None, **kwargs):
+        if "training" in inspect.getfullargspec(self.layer.call).args:
+            kwargs["training"] = training
+        dtype = self.layer.compute_dtype
+        swapped, updates = [], []
+        for owner, name, weight, keep, frozen in self.views:
+            if name is None:
+                updates.append(weight.assign(masked_value(weight, keep, frozen, weight.dtype)))
+            else:
+                swapped.append((owner, name, weight))
+                object.__setattr__(owner, name, masked_value(weight, keep, frozen, dtype))
+        try:
+            with tf.control_dependencies(updates):
+                return self.layer.call(inputs, **kwargs)
+        finally:
+            for owner, name, weight in swapped:
+                object.__setattr__(owner, name, weight)
+
+
+# Layers whose variables a live MaskedModel shares: a second one on the same layers gets its own copy.
+_OWNERS: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+
+
+def _owned(model) -> bool:
+    for layer in model.layers:
+        layer_ref, owner_ref = _OWNERS.get(id(layer), (lambda: None, lambda: None))
+        if layer_ref() is layer and owner_ref() is not None:
+            return True
+    return False
+
+
+def _key_of(layer, weight) -> str:
+    """``<layer>/<weight>`` (``fc1/kernel``; ``mha/query/kernel`` for a sublayer's weight)."""
+    name = weight.name.split(":")[0]
+    prefix = f"{layer.name}/"
+    return f"{layer.name}/{name[len(prefix):] if name.startswith(prefix) else name.split('/')[-1]}"
+
+
+class MaskedModel:
+    """``source`` with every prunable layer wrapped by :class:`MaskedWrapper`, indexed.
+
+    ``model`` shares the source's layers and variables (as TF-MOT's ``prune_low_magnitude`` does),
+    unless another live ``MaskedModel`` already holds them: then it is built on a copy, so two
+    tickets of one model never write each other's weights or masks. ``variables`` lists every
+    variable of the (inner) layers in a fixed order, the order of all weight lists tf-lth uses;
+    ``kernels`` maps each pruned weight's key to its index there, ``layers`` to its inner layer.
+    """
+
+    def __init__(self, source, frozen: bool = False):
+        names = {layer.name for layer in source.layers if layer.weights and prunable(layer)}
+        if not names:
+            raise TfLthError(f"{source.name} has no layer TF-MOT can prune (Dense, Conv, Embedding, ...): "
+                             "nothing to find a ticket in")
+        with source.distribute_strategy.scope():
+            if _owned(source):
+                copy = keras.models.clone_model(source)
+                copy.set_weights(source.get_weights())
+                source = copy
+            self.source = source
+            self.model = keras.models.clone_model(
+                source, clone_function=lambda layer: MaskedWrapper(layer, pruning_schedule=FrozenMask())
+                if layer.name in names else layer)
+            self.variables, self.kernels, self.layers = [], {}, {}
+            self.keep, self.frozen = {}, {}  # key -> the variables the wrapper masks with
+            for layer in self.model.layers:
+                inner = layer.layer if isinstance(layer, MaskedWrapper) else layer
+                index = {id(v): len(self.variables) + j for j, v in enumerate(inner.weights)}
+                self.variables.extend(inner.weights)
+                if not isinstance(layer, MaskedWrapper):
+                    continue
+                for weight, mask, _ in layer.pruning_vars:
+                    key = _key_of(inner, weight)
+                    self.kernels[key], self.layers[key] = index[id(weight)], inner
+                    if frozen:
+                        self.keep[key] = tf.Variable(tf.ones_like(mask), trainable=False)
+                        self.frozen[key] = tf.Variable(tf.zeros(weight.shape, mask.dtype), trainable=False)
+                    else:
+                        self.keep[key], self.frozen[key] = mask, None
+                if frozen:
+                    keys = [_key_of(inner, w) for w, _, _ in layer.pruning_vars]
+                    layer.mask_with([self.keep[k] for k in keys], [self.frozen[k] for k in keys])
+        for layer in source.layers:
+            _OWNERS[id(layer)] = (weakref.ref(layer), weakref.ref(self))
+        self.unpruned_layers = [layer.name for layer in source.layers
+                                if layer.trainable_weights and layer.name not in names]
+
+    # -- weights -----------------------------------------------------------------------------
+    def raw_weights(self) -> list[np.ndarray]:
+        """What the variables hold (pruned entries may differ from the invariant until masked)."""
+        return [v.numpy() for v in self.variables]
+
+    def weights(self) -> list[np.ndarray]:
+        """The weights the network computes with: pruned entries zero (or frozen)."""
+        values = self.raw_weights()
+        for key, i in self.kernels.items():
+            keep = self.keep[key].numpy().astype(bool)
+            base = 0 if self.frozen[key] is None else self.frozen[key].numpy()
+            values[i] = np.where(keep, values[i], base).astype(values[i].dtype)
+        return values
+
+    def assign(self, values) -> None:
+        """Write ``values`` (in :attr:`variables` order), then the masks over them."""
+        if len(values) != len(self.variables):
+            raise TfLthError(f"got {len(values)} arrays for the {len(self.variables)} weights of {self.model.name}")
+        for v, a in zip(self.variables, values):
+            v.assign(a)
+        self.apply_masks()
+
+    def apply_masks(self) -> None:
+        """Write the invariant into the variables: pruned entries to zero (or their frozen value)."""
+        for key, i in self.kernels.items():
+            v = self.variables[i]
+            v.assign(masked_value(v, self.keep[key], self.frozen[key], v.dtype))
+
+    def set_masks(self, masks: dict, frozen: dict | None = None) -> None:
+        """Write boolean ``masks`` (and, for frozen pruned weights, their values) by key."""
+        for key, m in masks.items():
+            self.keep[key].assign(np.asarray(m, np.float32))
+            if self.frozen[key] is not None and frozen is not None:
+                self.frozen[key].assign(frozen[key])
+
+    def kernel(self, key: str) -> np.ndarray:
+        return self.variables[self.kernels[key]].numpy()
+
+    # -- layers ------------------------------------------------------------------------------
+    def output_layer_names(self) -> set[str]:
+        """The last pruned layer on the path to each model output (the papers' "output layer", which
+        gets its own rate even when an Activation, Softmax or Reshape follows it)."""
+        pruned = {layer.name for layer in self.layers.values()}
+        members = {id(layer) for layer in self.source.layers}
+        found, seen = set(), set()
+        stack = [self.source.get_layer(name) for name in self.source.output_names]
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if layer.name in pruned:
+                found.add(layer.name)
+                continue
+            for node in layer.inbound_nodes:
+                stack.extend(p for p in tf.nest.flatten(node.inbound_layers) if id(p) in members)
+        return found
+
+    def fresh_values(self, seed: int) -> list[np.ndarray]:
+        """A new draw of every weight from its layer's initializer (seeded per weight)."""
+        out = []
+        for j, v in enumerate(self.variables):
+            owner, init = _initializer(self._layer_of(v), v)
+            cfg = init.get_config()
+            if "seed" in cfg:
+                init = type(init).from_config({**cfg, "seed": int(seed) + j})
+            out.append(np.asarray(init(v.shape, v.dtype)))
+        return out
+
+    def _layer_of(self, variable):
+        for layer in self.model.layers:
+            inner = layer.layer if isinstance(layer, MaskedWrapper) else layer
+            if any(variable is w for w in inner.weights):
+                return inner
+        raise AssertionError("variable of no layer")  # the index is built from the layers
+
+    # -- optimizer ---------------------------------------------------------------------------
+    def reset_optimizer(self, step: int) -> None:
+        """Give the compiled optimizer the state a freshly built optimizer of its config has (zero
+        moments, Adagrad's initial accumulators, EMA averages equal to the weights, a new loss
+        scale) and set its step to ``step``."""
+        opt = self.model.optimizer
+        if opt is None:
+            return
+        current = list(opt.variables() if callable(opt.variables) else opt.variables)
+        if len(current) > 1:  # built: more than the step counter
+            with self.model.distribute_strategy.scope():
+                fresh = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+                fresh.build(self.model.trainable_variables)
+            new = list(fresh.variables() if callable(fresh.variables) else fresh.variables)
+            if [tuple(v.shape) for v in new] != [tuple(v.shape) for v in current]:
+                raise TfLthError("the optimizer was built for other variables than ticket.model's: compile "
+                                 "ticket.model with a new optimizer")
+            for v, f in zip(current, new):
+                v.assign(f.numpy())
+        opt.iterations.assign(step)
+
+
+def _initializer(layer, variable):
+    """The initializer ``layer`` (or its sublayer owning ``variable``) drew ``variable`` from:
+    ``<weight>_initializer``, or ``<kind>_initializer`` for ``<kind>_kernel`` (``recurrent_kernel``,
+    ``pointwise_kernel``, ``depthwise_kernel``)."""
+    owners = [m for m in (layer, *layer.submodules) if isinstance(m, keras.layers.Layer)
+              and any(variable is w for w in m.weights)]
+    short = variable.name.split(":")[0].split("/")[-1]
+    names = [f"{short}_initializer"]
+    if short.endswith("_kernel"):
+        names.append(f"{short[:-len('_kernel')]}_initializer")
+    for owner in reversed(owners):  # the innermost owner first
+        for name in names:
+            init = getattr(owner, name, None)
+            if init is not None:
+                return owner, keras.initializers.get(init)
+    raise TfLthError(f"cannot draw {layer.name}/{short} again: {type(layer).__name__} has no {names[0]} "
+                     "(survivors='reinit' and the random_reinit control need every weight's initializer)")
+
+
+__all__ = ["MaskedModel", "MaskedWrapper", "KeepMasked", "masked_value", "prunable"]
