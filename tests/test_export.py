@@ -200,11 +200,12 @@ def flip(keras_logits, tflite_logits, rows, margin, shift):
 
 def test_verify_fails_past_each_tolerance():
     keras_logits = made_up_logits()
-    for kind, relative in (("tflite", 1e-5), ("fp16", 1e-2), ("int8", 5e-2)):
-        export.verify(kind, export.compare_logits(kind, keras_logits + 0.9 * relative * 10, keras_logits))
-        report = export.compare_logits(kind, keras_logits + 1.1 * relative * 10, keras_logits)
-        with pytest.raises(TfLthError, match=rf"the {kind} TFLite file differs from Keras by .* over its tolerance"):
-            export.verify(kind, report)
+    export.verify("tflite", export.compare_logits("tflite", keras_logits + 0.9e-5 * 10, keras_logits))
+    report = export.compare_logits("tflite", keras_logits + 1.1e-5 * 10, keras_logits)
+    with pytest.raises(TfLthError, match=r"the tflite TFLite file differs from Keras by .* over its tolerance"):
+        export.verify("tflite", report)
+    for kind in ("fp16", "int8"):  # quantized files are judged by their argmax: a uniform shift keeps it
+        export.verify(kind, export.compare_logits(kind, keras_logits + 1.0, keras_logits))
     # int8 (limit 0.5 here): argmaxes flipped where Keras' margin (0.75) exceeds the limit: 2 of 256 pass, 3 fail
     keras_logits, int8 = made_up_logits(), made_up_logits()
     flip(keras_logits, int8, [0, 1], margin=0.75, shift=0.4)

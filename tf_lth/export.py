@@ -66,10 +66,13 @@ RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGAT
 # and the least argmax agreement (near-ties excluded, see above). fp32 must be exact up to float
 # rounding; fp16 weights move logits by ~1e-3 and int8 (dynamic range) by ~0.01-0.02 on LeNet
 # tickets, trained or not: each limit is a few times what is measured, so a wrong file fails.
+# Only fp32 fails on its logit difference: quantized files are judged by their argmax (their logit
+# limit only marks near-ties), since a 98%-sparse int8 ticket can move a logit by ~10% of the scale
+# and still pick the same class.
 TOLERANCES = {
-    "tflite": {"logit": 1e-5, "argmax_agreement": 1.0},
-    "fp16": {"logit": 1e-2, "argmax_agreement": 0.99},
-    "int8": {"logit": 5e-2, "argmax_agreement": 0.99},
+    "tflite": {"logit": 1e-5, "argmax_agreement": 1.0, "logit_fails": True},
+    "fp16": {"logit": 1e-2, "argmax_agreement": 0.99, "logit_fails": False},
+    "int8": {"logit": 5e-2, "argmax_agreement": 0.99, "logit_fails": False},
 }
 CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite logits are compared on
 BENCH_BATCHES = (1, 64)
@@ -272,7 +275,7 @@ def compare_logits(kind: str, logits: np.ndarray, keras_logits: np.ndarray) -> d
             "argmax_ties": int(ties.sum()),
             "argmax_agreement_beyond_ties": round(float(1 - (differ & ~ties).sum() / n), 6),
             "tolerance": {"max_abs_logit_diff": limit, "logit_relative": tolerance["logit"],
-                          "argmax_agreement": tolerance["argmax_agreement"]}}
+                          "argmax_agreement": tolerance["argmax_agreement"], "logit_fails": tolerance["logit_fails"]}}
 
 
 def verify(kind: str, report: dict, source: str = "the check batch") -> None:
@@ -282,7 +285,8 @@ def verify(kind: str, report: dict, source: str = "the check batch") -> None:
              "int8": "int8 quantization changes this model too much",
              "fp16": "float16 weights change this model too much"}[kind]
     fix = f"{cause}: export without {kind} (formats= / --formats)"
-    if not report["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]:  # NaN fails too
+    if not np.isfinite(report["max_abs_logit_diff"]) or (
+            tol["logit_fails"] and not report["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]):
         raise TfLthError(f"{what} differs from Keras by {report['max_abs_logit_diff']:.3g} in a logit on {source}, "
                          f"over its tolerance {tol['max_abs_logit_diff']:.3g} ({tol['logit_relative']:g} x max(1, "
                          f"max |logit|)): {fix}")
