@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tf_lth
-from tf_lth import export, keras
+from tf_lth import cli, export, keras
 from tf_lth.errors import TfLthError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,10 +254,10 @@ def run_dir(tmp_path_factory):
 def test_cli_exports_the_last_or_a_chosen_round(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     kernel = json.loads((run_dir / "ticket.json").read_text())["kernels"][0]
-    assert export.main([str(run_dir), "--formats", "saved_model", "--no-benchmark"]) == 0
+    assert cli.main(["export", str(run_dir), "--formats", "saved_model", "--no-benchmark"]) == 0
     last = json.loads((tmp_path / "saved_models" / "lenet_run" / "round_1" / "ticket.json").read_text())
     assert last["round"] == 1 and last["layers"][kernel]["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert export.main([str(run_dir), "--round", "0", "--out", "r0", "--formats", "saved_model", "--no-benchmark"]) == 0
+    assert cli.main(["export", str(run_dir), "--round", "0", "--out", "r0", "--formats", "saved_model", "--no-benchmark"]) == 0
     first = json.loads((tmp_path / "r0" / "ticket.json").read_text())
     assert first["round"] == 0 and first["layers"][kernel]["sparsity"] == 0
     assert "exported to r0" in capsys.readouterr().out
@@ -285,7 +285,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(run_dir, tmp_path, 
     monkeypatch.chdir(tmp_path)
     argv = args(run_dir, tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert export.main([*argv, "--formats", "saved_model", "--no-benchmark"]) == 2
+    assert cli.main(["export", *argv, "--formats", "saved_model", "--no-benchmark"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tf-lth: error: ") and message in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

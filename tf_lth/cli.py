@@ -235,9 +235,22 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    """Export the chosen round of ``args.run_dir`` (SavedModel + sparse TFLite, verified and timed)."""
     from tf_lth import export
+    from tf_lth.lottery import LotteryTicket
 
-    return export.run(args)
+    folder = Path(args.run_dir)
+    if not (folder / "ticket.json").is_file():
+        raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by LotteryTicket.save)")
+    ticket = LotteryTicket.load(folder, round=args.round)
+    name = folder.resolve().name
+    out = Path(args.out) if args.out else export.default_path(name, ticket.round)
+    dataset = data.load(args.dataset, args.data_dir) if args.dataset else None
+    info = export.export_ticket(ticket.model, out, name=name, round=ticket.round, dataset=dataset,
+                                formats=args.formats, benchmark=not args.no_benchmark)
+    print(export.summary(info))
+    print(f"exported to {out}")
+    return 0
 
 
 COMMANDS: dict[str, Command] = {

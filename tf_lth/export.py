@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -434,7 +433,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``tf-lth export`` / ``scripts/export_ticket.py``."""
+    """The arguments of ``tf-lth export`` (the command itself lives in :mod:`tf_lth.cli`)."""
     parser.add_argument("run_dir", help="folder written by LotteryTicket.save / tf-lth run")
     parser.add_argument("--round", type=int, help="round to export (default: the last saved one)")
     parser.add_argument("--out", help="export folder (default: saved_models/<run folder name>/round_<k>)")
@@ -445,35 +444,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-benchmark", action="store_true", help="skip the latency runs")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Export the chosen round of ``args.run_dir``; a TfLthError is one stderr line and exit code 2."""
-    from tf_lth.lottery import LotteryTicket  # here: LotteryTicket.export imports this module
-
-    try:
-        folder = Path(args.run_dir)
-        if not (folder / "ticket.json").is_file():
-            raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by LotteryTicket.save)")
-        ticket = LotteryTicket.load(folder, round=args.round)
-        name = folder.resolve().name
-        out = Path(args.out) if args.out else default_path(name, ticket.round)
-        dataset = data_lib.load(args.dataset, args.data_dir) if args.dataset else None
-        info = export_ticket(ticket.model, out, name=name, round=ticket.round, dataset=dataset,
-                             formats=args.formats, benchmark=not args.no_benchmark)
-    except TfLthError as e:
-        print(f"tf-lth: error: {e}", file=sys.stderr)
-        return 2
-    print(summary(info))
-    print(f"exported to {out}")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``tf-lth export RUN_DIR``: export a round of a run folder as SavedModel + sparse TFLite."""
-    parser = argparse.ArgumentParser(prog="tf-lth export", description=main.__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
 __all__ = ["export_ticket", "default_path", "stripped", "weight_stats", "convert", "open_tflite", "inspect_tflite",
            "is_sparse_tflite", "run_tflite", "compare_logits", "verify", "benchmark", "staged_dir", "summary",
-           "format_table", "add_arguments", "run", "main", "FORMATS", "TFLITE", "TOLERANCES"]
+           "format_table", "add_arguments", "FORMATS", "TFLITE", "TOLERANCES"]
