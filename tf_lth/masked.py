@@ -9,17 +9,20 @@ mechanisms, each for the writers the others cannot see:
    ``set_weights``, ``load_weights``, a custom loop's ``assign`` or an EMA overwrite never reaches
    an output, and the gradient of a pruned weight is exactly zero. It works on any precision
    policy: the masked value is made in the layer's compute dtype.
-2. *Mask after every optimizer step.* Each pruned variable carries a constraint that the Keras
-   optimizer applies right after its update. It is installed on the variable the optimizer really
-   reads: under mixed precision the ``AutoCastVariable`` delegates ``constraint`` to the float32
-   variable inside it, and under ``tf.distribute`` every replica's component gets it.
+2. *Nothing moves a pruned weight in a step.* Its gradient is zero (1.) and :meth:`MaskedModel.
+   reset_optimizer` gives every round a fresh optimizer state, so momentum, Adam's moments, EMA
+   averages and decoupled weight decay all leave a zero at zero. Frozen pruned values (which weight
+   decay would shrink) carry a constraint that the Keras optimizer applies after each update,
+   installed on the variable the optimizer really writes: under mixed precision the
+   ``AutoCastVariable`` delegates ``constraint`` to the float32 variable inside it, and under
+   ``tf.distribute`` every replica's component gets it.
 3. *Mask at the edges of training and on write.* :meth:`MaskedModel.apply_masks` writes the masked
    values into the variables; the round's callback calls it when ``fit`` begins and ends (after
    ``finalize_variable_values`` copied EMA averages in), :meth:`MaskedModel.assign` after writing,
    and :meth:`MaskedModel.weights` returns masked values, so tf-lth's files are always sparse.
 
-TF-MOT's own per-step mask update is skipped (masks change only between rounds), so the compiled
-step costs one multiply per pruned kernel over the plain model's.
+TF-MOT's own per-step mask update and assignment are skipped (masks change only between rounds),
+so the compiled step costs one multiply per pruned kernel (and its gradient) over the plain model's.
 """
 from __future__ import annotations
 
@@ -55,12 +58,10 @@ def _inner_variable(variable):
 
 
 class KeepMasked:
-    """The constraint the optimizer applies after each update: pruned entries back to zero, or to
-    their frozen values. It wraps the variable's own constraint (never another ``KeepMasked``)."""
+    """The constraint the optimizer applies after each update to a kernel with frozen pruned weights:
+    pruned entries back to their frozen values. It wraps the variable's own constraint."""
 
-    def __init__(self, keep, frozen=None, previous=None):
-        while isinstance(previous, KeepMasked):
-            previous = previous.previous
+    def __init__(self, keep, frozen, previous=None):
         self.keep, self.frozen, self.previous = keep, frozen, previous
 
     def __call__(self, w):
@@ -107,9 +108,15 @@ class MaskedWrapper(PruneLowMagnitude):
         self.install_constraints()
 
     def install_constraints(self) -> None:
+        """Frozen pruned values get a constraint (weight decay would move them); zeroed ones need none:
+        their gradient is zero and the optimizer's state for them is too (fresh after every
+        ``next_round``), so no update moves them. A constraint an earlier ticket left is removed."""
         for _, _, weight, keep, frozen in self.views:
             for component in _inner_variable(weight):
-                component._constraint = KeepMasked(keep, frozen, component.constraint)
+                own = component.constraint
+                while isinstance(own, KeepMasked):
+                    own = own.previous
+                component._constraint = own if frozen is None else KeepMasked(keep, frozen, own)
 
     def call(self, inputs, training=None, **kwargs):
         if "training" in inspect.getfullargspec(self.layer.call).args:
@@ -259,7 +266,7 @@ class MaskedModel:
         """A new draw of every weight from its layer's initializer (seeded per weight)."""
         out = []
         for j, v in enumerate(self.variables):
-            owner, init = _initializer(self._layer_of(v), v)
+            init = _initializer(self._layer_of(v), v)
             cfg = init.get_config()
             if "seed" in cfg:
                 init = type(init).from_config({**cfg, "seed": int(seed) + j})
@@ -309,7 +316,7 @@ def _initializer(layer, variable):
         for name in names:
             init = getattr(owner, name, None)
             if init is not None:
-                return owner, keras.initializers.get(init)
+                return keras.initializers.get(init)
     raise TfLthError(f"cannot draw {layer.name}/{short} again: {type(layer).__name__} has no {names[0]} "
                      "(survivors='reinit' and the random_reinit control need every weight's initializer)")
 
