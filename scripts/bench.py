@@ -448,7 +448,7 @@ def main(argv=None) -> int:
         else:
             if ds is None:
                 from tf_lth import data
-                from tf_lth._keras import tf
+                from tf_lth.keras2 import tf
 
                 tf.get_logger().setLevel("ERROR")  # export's reloads warn about metrics they do not need
                 ds = data.load("fashion_mnist", args.data_dir)

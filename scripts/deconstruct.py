@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from tf_lth import data as data_lib  # noqa: E402
 from tf_lth import masks as masks_lib  # noqa: E402
 from tf_lth import models, supermask  # noqa: E402
-from tf_lth._keras import keras  # noqa: E402
+from tf_lth.keras2 import keras  # noqa: E402
 from tf_lth.errors import TfLthError  # noqa: E402
 from tf_lth.io import write_json  # noqa: E402
 from tf_lth.lottery import LotteryTicket  # noqa: E402

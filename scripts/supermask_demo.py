@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from tf_lth import data, models, supermask  # noqa: E402
-from tf_lth._keras import keras  # noqa: E402
+from tf_lth.keras2 import keras  # noqa: E402
 
 
 def main(argv=None) -> None:

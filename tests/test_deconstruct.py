@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tf_lth import data
-from tf_lth._keras import keras
+from tf_lth.keras2 import keras
 from tf_lth.lottery import LotteryTicket
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "deconstruct.py"

@@ -7,7 +7,7 @@ import pytest
 
 import tf_lth
 from tf_lth import keras
-from tf_lth._keras import tf
+from tf_lth.keras2 import tf
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 LR = {"sgd_momentum": 0.05, "adam": 1e-3, "adam_ema": 1e-3}

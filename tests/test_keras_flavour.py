@@ -7,7 +7,7 @@ import pytest
 
 import tf_lth
 from tf_lth import keras
-from tf_lth._keras import require_tf_keras_model
+from tf_lth.keras2 import require_tf_keras_model
 from tf_lth.errors import TfLthError
 
 
@@ -63,7 +63,7 @@ def test_tf_keras_even_when_tensorflow_is_imported_first():
 
 def test_no_native_noise_on_import_and_first_op():
     # TensorFlow's start-up INFO lines, and CUDA's error on machines without a GPU, are filtered
-    code = "import tf_lth; from tf_lth._keras import tf; print(int(tf.constant(1) + 1))"
+    code = "import tf_lth; from tf_lth.keras2 import tf; print(int(tf.constant(1) + 1))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr
     assert result.stderr == "", result.stderr

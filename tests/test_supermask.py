@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tf_lth import models, supermask
-from tf_lth._keras import keras, tf
+from tf_lth.keras2 import keras, tf
 from tf_lth.errors import TfLthError
 from tensorflow_model_optimization.python.core.sparsity.keras import prune
 

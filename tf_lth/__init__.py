@@ -1,5 +1,5 @@
 """tf-lth: find lottery tickets in tf_keras models with TF-MOT and ship them as sparse models."""
-from tf_lth._keras import keras
+from tf_lth.keras2 import keras
 from tf_lth import data, masks, models, rewind, supermask
 from tf_lth.callbacks import TicketCallback
 from tf_lth.errors import TfLthError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from tf_lth import _keras  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
+from tf_lth import keras2  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
 from tf_lth.errors import TfLthError
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 

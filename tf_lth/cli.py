@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from tf_lth import data, models
-from tf_lth._keras import keras
+from tf_lth.keras2 import keras
 from tf_lth.errors import TfLthError
 
 PROG = "tf-lth"

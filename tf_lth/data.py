@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tf_lth._keras import keras, tf
+from tf_lth.keras2 import keras, tf
 from tf_lth.errors import TfLthError
 
 DATA_DIR_ENV = "TF_LTH_DATA_DIR"

@@ -26,7 +26,7 @@ import numpy as np
 
 from tf_lth import data as data_lib
 from tf_lth import models
-from tf_lth._keras import can_jit_compile, has_gpu, keras
+from tf_lth.keras2 import can_jit_compile, has_gpu, keras
 from tf_lth.errors import TfLthError
 from tf_lth.io import atomic_write, read_json, read_npz, write_json, write_npz
 from tf_lth.callbacks import check_steps_per_execution

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from tf_lth import data as data_lib
-from tf_lth._keras import keras, require_tf_keras_model, tf
+from tf_lth.keras2 import keras, require_tf_keras_model, tf
 from tf_lth.errors import TfLthError
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow_model_optimization.python.core.sparsity.keras.prune import strip_pruning

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tf_lth import masks as masks_lib
-from tf_lth._keras import keras, require_graph_model
+from tf_lth.keras2 import keras, require_graph_model
 from tf_lth.callbacks import TicketCallback, accuracy
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, read_npz, write_json, write_npz

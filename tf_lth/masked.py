@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-from tf_lth._keras import keras, tf
+from tf_lth.keras2 import keras, tf
 from tf_lth.errors import TfLthError
 from tf_lth.schedules import FrozenMask
 from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry

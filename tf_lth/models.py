@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from tf_lth._keras import keras
+from tf_lth.keras2 import keras
 from tf_lth.errors import TfLthError
 
 INIT = "glorot_normal"

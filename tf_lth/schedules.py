@@ -3,7 +3,7 @@
 tf-lth sets masks itself between rounds (rewinding survivors), so TF-MOT must never recompute
 them inside a round, which could let pruned weights come back.
 """
-from tf_lth._keras import keras, tf
+from tf_lth.keras2 import keras, tf
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_schedule import PruningSchedule
 
 

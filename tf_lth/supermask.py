@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_lth._keras import keras, require_graph_model, tf
+from tf_lth.keras2 import keras, require_graph_model, tf
 from tf_lth.errors import TfLthError
 from tf_lth.lottery import LotteryTicket, TicketConfig
 from tf_lth.rewind import signed_constant
