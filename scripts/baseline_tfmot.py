@@ -29,7 +29,7 @@ gives it the settings tf-lth's runner uses, each also a flag of its own:
 ``--eval-batch 1000``           the test pass at batch 1000 (Keras' default is 32)
 
 Only ``--uint8-pipeline`` and ``--steps-per-execution auto`` import tf-lth (``tf_lth.data``, and
-one public constant of ``tf_lth.experiment``): its engine, wrapper and callbacks are never used. Prints one JSON line: ``{"dense", "settings", "levels": [{"level",
+one public constant of ``tf_lth.training``): its engine, wrapper and callbacks are never used. Prints one JSON line: ``{"dense", "settings", "levels": [{"level",
 "weights_remaining", "measured_weights_remaining", "test_accuracy"}, ...]}`` where
 ``measured_weights_remaining`` counts the non-zero weights of the pruned kernels after training.
 """
@@ -127,7 +127,7 @@ def tf_lth(module: str):
 def auto_steps_per_execution() -> int:
     """What tf-lth's runner picks for this schedule: no ``eval_every`` and no rewind step to stop
     at (rewinding to init), so its maximum."""
-    return tf_lth("experiment").MAX_STEPS_PER_EXECUTION
+    return tf_lth("training").MAX_STEPS_PER_EXECUTION
 
 
 def main(argv=None) -> int:

@@ -196,23 +196,21 @@ def padded_rgb(ds, n: int):
                         ds.y_val[:1000], rgb(ds.x_test[:1000]), ds.y_test[:1000])
 
 
-def runner_ticket(cfg, ds, folder):
-    """A ticket compiled exactly as tf-lth's runner compiles it."""
-    from tf_lth import keras, models
-    from tf_lth.experiment import Experiment
+def runner_ticket(cfg, ds):
+    """A ticket built and compiled exactly as tf-lth's runner does it for ``cfg`` (an
+    ExperimentConfig; its model's recipe filled in), and the resolved config."""
+    from tf_lth import keras, networks, training
     from tf_lth.lottery import LotteryTicket
 
-    experiment = Experiment(cfg, folder, verbose=0)
-    experiment.data = ds
+    cfg = cfg.resolved()
     keras.utils.set_random_seed(cfg.seed)
-    ticket = LotteryTicket(models.build(cfg.model, ds.input_shape, ds.num_classes), cfg.ticket_config())
-    experiment._compile(ticket)
-    return ticket
+    ticket = LotteryTicket(networks.build(cfg.model, ds.input_shape, ds.num_classes), cfg.ticket)
+    training.compile_round(ticket, cfg.training, training.steps_per_epoch(ds, cfg.training))
+    return ticket, cfg
 
 
-def epoch_ratio(cfg, ds, reps: int, folder) -> dict:
-    from tf_lth import keras, models
-    from tf_lth.experiment import LOSS
+def epoch_ratio(cfg, ds, reps: int) -> dict:
+    from tf_lth import keras, networks, training
 
     class Clock(keras.callbacks.Callback):
         """Seconds from the start to the end of the (single) epoch of a ``fit``."""
@@ -223,11 +221,11 @@ def epoch_ratio(cfg, ds, reps: int, folder) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             self.seconds = time.perf_counter() - self.start
 
-    batch = cfg.batch_size or models.spec(cfg.model).batch_size
-    ticket = runner_ticket(cfg, ds, folder)
+    ticket, cfg = runner_ticket(cfg, ds)
+    batch = cfg.training.batch_size
     keras.utils.set_random_seed(cfg.seed)
-    plain = models.build(cfg.model, ds.input_shape, ds.num_classes)
-    plain.compile(optimizer=cfg.make_optimizer(), loss=LOSS, metrics=["accuracy"])
+    plain = networks.build(cfg.model, ds.input_shape, ds.num_classes)
+    plain.compile(optimizer=training.make_optimizer(cfg.training), loss=training.LOSS, metrics=["accuracy"])
     x, y = ds.arrays("train")
 
     def ticket_epoch(rep):
@@ -253,21 +251,28 @@ def epoch_ratio(cfg, ds, reps: int, folder) -> dict:
     ratios = [a / b for a, b in zip(times["tf-lth"], times["plain"])]
     return {"images": len(ds.x_train), "batch": batch, "jit_compile": ticket.model.jit_compile,
             "optimizer_jit_compile": ticket.model.optimizer.jit_compile,
-            "steps_per_execution": int(ticket.model._steps_per_execution.numpy()), "times_s": times,
+            "steps_per_execution": training.steps_per_execution(
+                cfg.training, training.steps_per_epoch(ds, cfg.training), ticket.rewind.iteration),
+            "times_s": times,
             "tf_lth_s": median(times["tf-lth"]), "plain_s": median(times["plain"]), "ratio": round(median(ratios), 3)}
 
 
-def part_epoch(args, ds) -> dict:
-    from tf_lth.experiment import ExperimentConfig
+def w_config(**options):
+    """W's LeNet-300-100 run as an ExperimentConfig (``options`` add to or override it)."""
+    from tf_lth.config import ExperimentConfig
 
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        lenet = ExperimentConfig(dataset="fashion_mnist", optimizer="sgd", learning_rate=W["learning_rate"],
-                                 batch_size=W["batch_size"], scope="global", rate=W["rate"], ignore=("output",),
-                                 controls=(), export=())
-        out["lenet_300_100"] = epoch_ratio(lenet, ds, args.epoch_repeats, Path(tmp) / "lenet")
-        conv = ExperimentConfig(model="conv2", dataset="fashion_mnist", controls=(), export=())
-        out["conv2"] = epoch_ratio(conv, padded_rgb(ds, args.conv_images), args.epoch_repeats, Path(tmp) / "conv2")
+    return ExperimentConfig.from_dict({"dataset": "fashion_mnist", "optimizer": "sgd",
+                                       "learning_rate": W["learning_rate"], "batch_size": W["batch_size"],
+                                       "scope": "global", "rate": W["rate"], "ignore": ("output",), "controls": (),
+                                       "export": (), **options})
+
+
+def part_epoch(args, ds) -> dict:
+    from tf_lth.config import ExperimentConfig
+
+    out = {"lenet_300_100": epoch_ratio(w_config(), ds, args.epoch_repeats)}
+    conv = ExperimentConfig.from_dict({"model": "conv2", "dataset": "fashion_mnist", "controls": (), "export": ()})
+    out["conv2"] = epoch_ratio(conv, padded_rgb(ds, args.conv_images), args.epoch_repeats)
     rows = [("model", "images/epoch", "batch", "XLA", "steps/exec", "tf-lth s/epoch", "plain fit s/epoch", "ratio")]
     for name, r in out.items():
         xla = "step" if r["jit_compile"] else "update" if r["optimizer_jit_compile"] else "no"
@@ -278,34 +283,38 @@ def part_epoch(args, ds) -> dict:
 
 
 # -- 3. engine operations between rounds -----------------------------------------------------------------
-def part_ops(args, ds) -> dict:
-    from tf_lth import export
-    from tf_lth.experiment import Experiment, ExperimentConfig, _EpochCheckpoint
-    from tf_lth.lottery import LotteryTicket
+def timed_calls(obj, methods, seconds: list) -> None:
+    """Wrap ``obj``'s (public) ``methods`` on this instance so that each call appends its duration to
+    ``seconds``: how the rewind's share of ``next_round`` is timed from outside the library."""
+    for method in methods:
+        def timed(*a, _f=getattr(obj, method), **k):
+            start = time.perf_counter()
+            _f(*a, **k)
+            seconds.append(time.perf_counter() - start)
+        setattr(obj, method, timed)
 
-    cfg = ExperimentConfig(dataset="fashion_mnist", data_dir=args.data_dir, optimizer="sgd",
-                           learning_rate=W["learning_rate"], batch_size=W["batch_size"], rounds=1, epochs=W["epochs"],
-                           scope="global", rate=W["rate"], ignore=("output",), controls=(), export=())
+
+def part_ops(args, ds) -> dict:
+    from tf_lth import export, store, supermask, training
+    from tf_lth.callbacks import RoundProgress
+    from tf_lth.experiment import Experiment
+
+    cfg = w_config(data_dir=args.data_dir, rounds=1, epochs=W["epochs"])
     times = {k: [] for k in ("prune (masks)", "rewind", "save", "epoch checkpoint", "supermask evals (2)")}
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         experiment = Experiment(cfg, run, verbose=0, log=lambda *a: None)
         results = experiment.run()
         round_s = results["rounds"][1]["wall_seconds"]
-        ticket = LotteryTicket.load(run)
-        experiment._compile(ticket)
+        ticket = store.load(run)
+        train_cfg = experiment.config.training  # resolved, as the runner compiled with it
+        training.compile_round(ticket, train_cfg, training.steps_per_epoch(experiment.data, train_cfg))
         ticket.model.optimizer.build(ticket.model.trainable_variables)
         test = ds.pipeline("test", 1000)
         rewind = []
-        for method in ("_rewind_to", "reset_optimizer"):
-            def timed(*a, _f=getattr(ticket, method), **k):
-                start = time.perf_counter()
-                _f(*a, **k)
-                rewind.append(time.perf_counter() - start)
-            setattr(ticket, method, timed)
-        callback = ticket.callback()
-        callback._start = 0
-        checkpoint = _EpochCheckpoint(ticket, Path(tmp) / "ckpt.npz", callback)
+        timed_calls(ticket, ("rewind_to", "reset_optimizer"), rewind)
+        callback = ticket.callback().resume(RoundProgress(start=0))  # as if a round had begun at step 0
+        checkpoint = training.EpochCheckpoint(ticket, Path(tmp) / "ckpt.npz", callback)
         checkpoint.set_model(ticket.model)
         for _ in range(args.ops_repeats):
             rewind.clear()
@@ -314,9 +323,9 @@ def part_ops(args, ds) -> dict:
             total = time.perf_counter() - start
             times["rewind"].append(sum(rewind))
             times["prune (masks)"].append(total - sum(rewind))
-            for name, fn in (("save", lambda: ticket.save(Path(tmp) / "saved")),
+            for name, fn in (("save", lambda: store.save(ticket, Path(tmp) / "saved")),
                              ("epoch checkpoint", lambda: checkpoint.on_epoch_end(0)),
-                             ("supermask evals (2)", lambda: [ticket.supermask_accuracy(test, s)
+                             ("supermask evals (2)", lambda: [supermask.untrained_accuracy(ticket, test, s)
                                                               for s in ("original", "signed_constant")])):
                 start = time.perf_counter()
                 fn()
@@ -345,11 +354,10 @@ def part_ops(args, ds) -> dict:
 
 # -- 4. exported tickets -----------------------------------------------------------------------------------
 def part_tflite(args, ds) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_export import STRUCTURES
-    from tf_lth import export, keras, models
-    from tf_lth.experiment import LOSS
+    from tf_lth import export, keras, networks
     from tf_lth.lottery import LotteryTicket
+    from tf_lth.tflite import BLOCK_STRUCTURES
+    from tf_lth.training import LOSS
 
     def train(model, epochs, callbacks=()):
         model.compile(optimizer=keras.optimizers.SGD(W["learning_rate"]), loss=LOSS, metrics=["accuracy"])
@@ -357,17 +365,16 @@ def part_tflite(args, ds) -> dict:
                   verbose=0)
 
     keras.utils.set_random_seed(0)
-    dense = models.build("lenet_300_100", ds.input_shape)
+    dense = networks.build("lenet_300_100", ds.input_shape)
     train(dense, 2)
     tickets, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for structure, block in STRUCTURES.items():
+        for structure, block in BLOCK_STRUCTURES.items():
             for sparsity in args.sparsity:
-                source = keras.models.clone_model(dense)
-                source.set_weights(dense.get_weights())
-                ticket = LotteryTicket(source, rewind="finetune", block_size=block,
-                                       rates={"dense": sparsity, "output": sparsity})
-                ticket.next_round()  # one shot from the trained weights, which it keeps
+                trained = dense.get_weights()
+                # one shot from the trained weights, which it keeps (finetune): θ0 = θ_final = trained
+                ticket = LotteryTicket.one_shot(keras.models.clone_model(dense), trained, trained, rewind="finetune",
+                                                block_size=block, rates={"dense": sparsity, "output": sparsity})
                 train(ticket.model, 1, [ticket.callback()])
                 info = export.export_ticket(ticket.model, Path(tmp) / f"{structure}-{sparsity}",
                                             name="lenet_300_100", round=1, dataset=ds, formats=("tflite", "int8"))

@@ -16,31 +16,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import tf_lth  # noqa: E402
-from tf_lth import export, keras  # noqa: E402
+from tf_lth import export, keras, models, networks  # noqa: E402
+from tf_lth.config import EXPORT_FORMATS  # noqa: E402
 from tf_lth.io import write_json  # noqa: E402
-
-STRUCTURES = {"unstructured": None, "1x4 blocks": (4, 1)}
+from tf_lth.lottery import LotteryTicket  # noqa: E402
+from tf_lth.tflite import BLOCK_STRUCTURES  # noqa: E402
 
 
 def ticket_json(model: str, sparsity: float, block_size, formats) -> dict:
+    """export_ticket's report of ``model`` pruned one-shot to ``sparsity`` in every layer (every kind
+    its recipe prunes: a rate for a kind the model lacks is an error). Untrained: its initial
+    weights serve as both θ0 and θ_final (the criterion only needs some magnitudes)."""
     keras.utils.set_random_seed(0)
-    ticket = tf_lth.LotteryTicket(tf_lth.models.build(model), block_size=block_size,
-                                  rates={kind: sparsity for kind in ("dense", "conv", "output")})
-    ticket.next_round()
+    net = networks.build(model)
+    weights = net.get_weights()
+    ticket = LotteryTicket.one_shot(net, weights, weights, block_size=block_size,
+                                    rates={kind: sparsity for kind in models.spec(model).rates})
     with tempfile.TemporaryDirectory() as tmp:
         return export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, formats=formats)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet_300_100", choices=list(tf_lth.models.MODELS))
+    parser.add_argument("--model", default="lenet_300_100", choices=models.MODELS.names())
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
-    parser.add_argument("--formats", nargs="+", default=["tflite", "int8"], choices=export.FORMATS[1:])
+    parser.add_argument("--formats", nargs="+", default=["tflite", "int8"], choices=EXPORT_FORMATS[1:])
     parser.add_argument("--out", default="saved_models/bench_export.json")
     args = parser.parse_args(argv)
     results, rows = [], []
-    for structure, block in STRUCTURES.items():
+    for structure, block in BLOCK_STRUCTURES.items():
         for sparsity in args.sparsity:
             info = ticket_json(args.model, sparsity, block, args.formats)
             results.append({"structure": structure, "sparsity": sparsity, "ticket": info})

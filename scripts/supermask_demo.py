@@ -14,13 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import data, models, supermask  # noqa: E402
+from tf_lth import data, datasets, networks, supermask  # noqa: E402
 from tf_lth.keras2 import keras  # noqa: E402
+from tf_lth.training import LOSS  # noqa: E402
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--dataset", default="mnist5k", choices=data.DATASETS)
+    p.add_argument("--dataset", default="mnist5k", choices=datasets.DATASETS.names())
     p.add_argument("--weights", default="signed_constant", choices=supermask.WEIGHTS)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -28,10 +29,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     ds = data.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
-    model = supermask.learn_supermask(models.lenet_300_100(ds.input_shape, ds.num_classes), weights=args.weights,
+    model = supermask.learn_supermask(networks.lenet_300_100(ds.input_shape, ds.num_classes), weights=args.weights,
                                       seed=args.seed)
-    model.compile(supermask.optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(supermask.optimizer(), LOSS, metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(ds.pipeline("train", 60, shuffle=True, seed=args.seed), epochs=args.epochs, verbose=0)
     seconds = time.perf_counter() - start

@@ -61,8 +61,8 @@ def test_truncated_file(tmp_path, capsys):
     ([], "required"),
     (["fly"], "invalid choice"),
     (["train", "--model", "resnet"], "--model"),
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--learning-rate", "-1"], "--learning-rate"),
+    (["train", "--epochs", "0"], "epochs = 0 must be a whole number >= 1"),  # the config's check: one source
+    (["train", "--learning-rate", "-1"], "learning_rate = -1.0 must be > 0"),
     (["train", "--batch-size", "many"], "--batch-size"),
     (["train", "--bogus"], "--bogus"),
 ])
@@ -87,9 +87,9 @@ def test_help_lists_the_three_commands(capsys):
 def test_each_command_runs_its_own_handler(tmp_path, capsys):
     import tf_lth
 
-    ticket = tf_lth.LotteryTicket(tf_lth.models.lenet_300_100(), rate=0.5)
+    ticket = tf_lth.LotteryTicket(tf_lth.networks.lenet_300_100(), rate=0.5)
     ticket.next_round()
-    ticket.save(tmp_path / "run")
+    tf_lth.store.save(ticket, tmp_path / "run")
     out = tmp_path / "exported"
     assert cli.main(["export", str(tmp_path / "run"), "--out", str(out), "--formats", "saved_model",
                      "--no-benchmark"]) == 0

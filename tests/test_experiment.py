@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tf_lth import cli, models
+from tf_lth import cli, networks, training
+from tf_lth import rewind as rewind_lib
 from tf_lth.errors import TfLthError
-from tf_lth.experiment import Experiment, ExperimentConfig
+from tf_lth.config import ExperimentConfig
+from tf_lth.experiment import Experiment
 from tf_lth.lottery import LotteryTicket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +30,8 @@ def parse(argv):
 def test_defaults_are_the_embedded_demo():
     cfg = parse([])
     assert (cfg.model, cfg.dataset, cfg.rounds, cfg.controls) == ("lenet_300_100", "mnist5k", 10, ("random_reinit",))
-    assert cfg.ticket_config().rates == {"dense": 0.2, "output": 0.1}  # the paper's LeNet rates
-    ticket = LotteryTicket(models.build(cfg.model), cfg.ticket_config())
+    assert cfg.ticket.rates is None and cfg.resolved().ticket.rates == {"dense": 0.2, "output": 0.1}  # the paper's
+    ticket = LotteryTicket(networks.build(cfg.model), cfg.resolved().ticket)
     # after the 10 rounds: fc 784x300 and 300x100 keep 0.8^10, the 100x10 output 0.9^10 of its weights
     kept = ticket.target_counts(cfg.rounds)
     assert kept == {"fc1/kernel": 25254, "fc2/kernel": 3221, "output/kernel": 349}
@@ -44,19 +46,19 @@ def test_config_file_then_flags_override(tmp_path, suffix, text):
     path = tmp_path / f"exp{suffix}"
     path.write_text(text)
     cfg = parse(["--config", str(path)])
-    assert (cfg.rounds, cfg.rate, cfg.controls, cfg.block_size) == (3, 0.3, ("random_mask",), (4, 1))
+    assert (cfg.rounds, cfg.ticket.rate, cfg.controls, cfg.ticket.block_size) == (3, 0.3, ("random_mask",), (4, 1))
     cfg = parse(["--config", str(path), "--rounds", "5", "--controls", "none"])
-    assert (cfg.rounds, cfg.rate, cfg.controls) == (5, 0.3, ())
+    assert (cfg.rounds, cfg.ticket.rate, cfg.controls) == (5, 0.3, ())
 
 
 def test_flag_types():
     cfg = parse(["--rates", "dense=0.3,output=0.15", "--m-by-n", "2:4", "--ignore", "output", "--rewind",
                  "iteration:100", "--no-jit"])
-    assert cfg.rates == {"dense": 0.3, "output": 0.15} and cfg.m_by_n == (2, 4)
-    assert cfg.ignore == ("output",) and cfg.rewind == "iteration:100" and cfg.jit_compile is False
+    assert cfg.ticket.rates == {"dense": 0.3, "output": 0.15} and cfg.ticket.m_by_n == (2, 4)
+    assert cfg.ticket.ignore == ("output",) and cfg.ticket.rewind == "iteration:100" and cfg.training.jit_compile is False
     cfg = parse(["--jit", "--steps-per-execution", "20", "--eval-every", "100"])
-    assert (cfg.jit_compile, cfg.steps_per_execution) == (True, 20)
-    assert parse([]).jit_compile is None and parse([]).steps_per_execution is None  # automatic
+    assert (cfg.training.jit_compile, cfg.training.steps_per_execution) == (True, 20)
+    assert parse([]).training.jit_compile is None and parse([]).training.steps_per_execution is None  # automatic
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -65,7 +67,7 @@ def test_flag_types():
     (["--rounds", "-2"], "rounds = -2"),
     (["--epochs", "2", "--iterations", "100"], "not both"),
     (["--dataset", "fashion_mnist", "--data-dir", "/no/such/folder"], "does not exist"),
-    (["--controls", "random_reinit,lucky"], "unknown controls lucky"),
+    (["--controls", "random_reinit,lucky"], "unknown control 'lucky'"),
     (["--rewind", "iteration:soon"], "unknown rewind"),
     (["--steps-per-execution", "30", "--eval-every", "100"], "must divide eval_every"),
     (["--block-size", "4by1"], "4x1"),
@@ -89,7 +91,7 @@ def test_unknown_config_key_and_bad_yaml(tmp_path, capsys):
 def finished(tmp_path_factory):
     """A tiny finished experiment (in process): LeNet on mnist5k, 2 rounds, random-mask control."""
     out = tmp_path_factory.mktemp("exp")
-    cfg = ExperimentConfig(rounds=2, epochs=1, controls=("random_mask",), export=("tflite",))
+    cfg = ExperimentConfig.from_dict(dict(rounds=2, epochs=1, controls=("random_mask",), export=("tflite",)))
     Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
     return out, cfg
 
@@ -123,7 +125,7 @@ def test_finished_run_is_skipped_and_other_config_refused(finished):
     t0 = time.time()
     Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
     assert (out / "results.json").read_text() == before
-    other = ExperimentConfig(rounds=3, epochs=1, controls=("random_mask",))
+    other = ExperimentConfig.from_dict(dict(rounds=3, epochs=1, controls=("random_mask",)))
     with pytest.raises(TfLthError, match="another config .*rounds: 2 -> 3"):
         Experiment(other, out, verbose=0).run()
 
@@ -184,13 +186,13 @@ def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
 
 def test_steps_per_execution_is_checked_and_free_on_resume(tmp_path):
     with pytest.raises(TfLthError, match=r"steps_per_execution = 30 must divide eval_every \(100\)"):
-        ExperimentConfig(steps_per_execution=30, eval_every=100)
+        ExperimentConfig.from_dict(dict(steps_per_execution=30, eval_every=100))
     with pytest.raises(TfLthError, match=r"must divide the rewind step \(50\)"):
-        ExperimentConfig(steps_per_execution=20, rewind="iteration:50")
+        ExperimentConfig.from_dict(dict(steps_per_execution=20, rewind="iteration:50"))
     with pytest.raises(TfLthError, match="steps_per_execution = 0 must be a whole number >= 1"):
-        ExperimentConfig(steps_per_execution=0)
-    Experiment(ExperimentConfig(steps_per_execution=10), tmp_path)._claim_folder()
-    Experiment(ExperimentConfig(steps_per_execution=None), tmp_path)._claim_folder()  # same experiment
+        ExperimentConfig.from_dict(dict(steps_per_execution=0))
+    Experiment(ExperimentConfig.from_dict(dict(steps_per_execution=10)), tmp_path).claim_folder()
+    Experiment(ExperimentConfig.from_dict(dict(steps_per_execution=None)), tmp_path).claim_folder()  # same experiment
 
 
 @pytest.mark.parametrize("train, batch, options, expected", [
@@ -206,22 +208,23 @@ def test_steps_per_execution_is_checked_and_free_on_resume(tmp_path):
     (60000, 60, {"eval_every": 200, "rewind": "iteration:500"}, 100),  # 1,000 steps, gcd 100
 ])
 def test_steps_per_execution_keeps_every_callback_step(train, batch, options, expected):
-    experiment = Experiment(ExperimentConfig(batch_size=batch, **options), "unused")
-    experiment.data = SimpleNamespace(x_train=range(train))  # only its length counts
-    assert experiment._steps_per_execution() == expected
+    cfg = ExperimentConfig.from_dict(dict(batch_size=batch, **options)).resolved()
+    data = SimpleNamespace(x_train=range(train))  # only its length counts
+    steps = training.steps_per_epoch(data, cfg.training)
+    rewind = rewind_lib.parse(cfg.ticket.rewind).iteration
+    assert training.steps_per_execution(cfg.training, steps, rewind) == expected
 
 
 def test_callback_sees_the_same_steps_with_steps_per_execution(mnist5k):
-    from tf_lth import keras, models
-    from tf_lth.experiment import LOSS
-    from tf_lth.lottery import LotteryTicket
+    from tf_lth import keras
+    from tf_lth.training import LOSS
 
     x, y = (a[:600] for a in mnist5k.arrays("train"))  # 10 steps of 60 an epoch
     val = tuple(a[:200] for a in mnist5k.arrays("val"))
 
     def train(every, eval_every=5):
         keras.utils.set_random_seed(0)
-        ticket = LotteryTicket(models.build("lenet_300_100"), rate=0.5, rewind="iteration:10")
+        ticket = LotteryTicket(networks.build("lenet_300_100"), rate=0.5, rewind="iteration:10")
         ticket.model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"],
                              steps_per_execution=every, jit_compile=False)
         ticket.model.fit(x, y, batch_size=60, epochs=2, shuffle=False, verbose=0,
@@ -240,16 +243,15 @@ def test_callback_sees_the_same_steps_with_steps_per_execution(mnist5k):
 
 
 def test_mid_epoch_evaluation_keeps_the_epoch_training_metrics(mnist5k):
-    from tf_lth import keras, models
-    from tf_lth.experiment import LOSS
-    from tf_lth.lottery import LotteryTicket
+    from tf_lth import keras
+    from tf_lth.training import LOSS
 
     x, y = (a[:600] for a in mnist5k.arrays("train"))
     val = tuple(a[:200] for a in mnist5k.arrays("val"))
 
     def epoch_logs(eval_every):
         keras.utils.set_random_seed(0)
-        ticket = LotteryTicket(models.build("lenet_300_100"), rate=0.5)
+        ticket = LotteryTicket(networks.build("lenet_300_100"), rate=0.5)
         ticket.model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"], jit_compile=False)
         callback = ticket.callback(validation_data=val, eval_every=eval_every) if eval_every else ticket.callback()
         history = ticket.model.fit(x, y, batch_size=60, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
@@ -273,14 +275,11 @@ KERAS = "Keras' own choice"  # the optimizer's jit_compile as Keras sets it (Tru
     (True, "lenet_300_100", False, False, KERAS),
 ])
 def test_xla_by_default_but_for_convolutions_on_cpu(mnist5k, tmp_path, monkeypatch, gpu, model, jit, step, update):
-    from tf_lth import experiment as experiment_module
-
-    monkeypatch.setattr(experiment_module, "has_gpu", lambda: gpu)
-    monkeypatch.setattr(experiment_module, "can_jit_compile", lambda: True)
-    experiment = Experiment(ExperimentConfig(model=model, jit_compile=jit), tmp_path)
-    experiment.data = mnist5k
-    ticket = LotteryTicket(models.build(model, mnist5k.input_shape), experiment.config.ticket_config())
-    experiment._compile(ticket)
-    keras_default = experiment.config.make_optimizer().jit_compile
+    monkeypatch.setattr(training, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(training, "can_jit_compile", lambda: True)
+    cfg = ExperimentConfig.from_dict(dict(model=model, jit_compile=jit)).resolved()
+    ticket = LotteryTicket(networks.build(model, mnist5k.input_shape), cfg.ticket)
+    training.compile_round(ticket, cfg.training, training.steps_per_epoch(mnist5k, cfg.training))
+    keras_default = training.make_optimizer(cfg.training).jit_compile
     expected = (step, keras_default if update == KERAS else update)
     assert (ticket.model.jit_compile, ticket.model.optimizer.jit_compile) == expected

@@ -3,7 +3,7 @@
 Tolerances: fp32 TFLite must match Keras to 1e-5 in every logit. Dynamic-range int8 stores weights
 in 8 bits and quantizes activations on the fly, so logits move by ~0.02 on this LeNet (logits of
 magnitude ~10): it must stay within INT8_TOLERANCE and agree on the argmax for >= 99% of the test set.
-The export itself enforces export.TOLERANCES; the tests below make it fail.
+The export itself enforces tflite.TOLERANCES; the tests below make it fail.
 """
 import json
 import os
@@ -17,18 +17,19 @@ import numpy as np
 import pytest
 
 import tf_lth
-from tf_lth import cli, export, keras
+from tf_lth import cli, export, keras, tflite
+from tf_lth.config import EXPORT_FORMATS
 from tf_lth.errors import TfLthError
 
 ROOT = Path(__file__).resolve().parents[1]
 INT8_TOLERANCE = 0.1
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from tf_lth.training import LOSS  # noqa: E402  (the one loss)
 RATE_95 = 1 - 0.05 ** 0.5  # two rounds at this rate leave 5% of every layer
 
 
 def lenet_ticket(rounds=1, **options):
     keras.utils.set_random_seed(0)
-    ticket = tf_lth.LotteryTicket(tf_lth.models.lenet_300_100(), **options)
+    ticket = tf_lth.LotteryTicket(tf_lth.networks.lenet_300_100(), **options)
     for _ in range(rounds):
         ticket.next_round()
     return ticket
@@ -56,10 +57,14 @@ def exported(ticket90, mnist5k, tmp_path_factory):
     return path, info
 
 
+def test_every_export_format_but_saved_model_is_a_tflite_format():
+    assert set(EXPORT_FORMATS) - {"saved_model"} <= set(tflite.TFLITE)
+
+
 def tflite_logits(path, kind, info, x):
     """Logits of the exported ``kind`` file under the op resolver ticket.json records for it."""
-    interpreter, _ = export.open_tflite(path / export.TFLITE[kind][0], info["formats"][kind]["resolver"])
-    return export.run_tflite(interpreter, x)
+    interpreter, _ = tflite.open_tflite(path / tflite.TFLITE[kind][0], info["formats"][kind]["resolver"])
+    return tflite.run_tflite(interpreter, x)
 
 
 def test_fp32_tflite_matches_keras(exported, ticket90, mnist5k):
@@ -120,11 +125,11 @@ def test_sizes_at_90_percent_sparsity(exported):
 
 def test_sparse_check_is_false_on_a_dense_file(exported, tmp_path):
     path, _ = exported
-    dense = export.convert(path / "saved_model", "dense")
+    dense = tflite.convert(path / "saved_model", "dense")
     (tmp_path / "dense.tflite").write_bytes(dense)
-    assert not export.is_sparse_tflite(dense)
-    assert not export.is_sparse_tflite(tmp_path / "dense.tflite")
-    assert export.is_sparse_tflite(path / "ticket.tflite")
+    assert not tflite.is_sparse_tflite(dense)
+    assert not tflite.is_sparse_tflite(tmp_path / "dense.tflite")
+    assert tflite.is_sparse_tflite(path / "ticket.tflite")
 
 
 def test_ticket_json_records_resolvers_ops_and_latency(exported):
@@ -200,23 +205,23 @@ def flip(keras_logits, tflite_logits, rows, margin, shift):
 
 def test_verify_fails_past_each_tolerance():
     keras_logits = made_up_logits()
-    export.verify("tflite", export.compare_logits("tflite", keras_logits + 0.9e-5 * 10, keras_logits))
-    report = export.compare_logits("tflite", keras_logits + 1.1e-5 * 10, keras_logits)
+    tflite.verify("tflite", tflite.compare_logits("tflite", keras_logits + 0.9e-5 * 10, keras_logits))
+    report = tflite.compare_logits("tflite", keras_logits + 1.1e-5 * 10, keras_logits)
     with pytest.raises(TfLthError, match=r"the tflite TFLite file differs from Keras by .* over its tolerance"):
-        export.verify("tflite", report)
+        tflite.verify("tflite", report)
     for kind in ("fp16", "int8"):  # quantized files are judged by their argmax: a uniform shift keeps it
-        export.verify(kind, export.compare_logits(kind, keras_logits + 1.0, keras_logits))
+        tflite.verify(kind, tflite.compare_logits(kind, keras_logits + 1.0, keras_logits))
     # int8 (limit 0.5 here): argmaxes flipped where Keras' margin (0.75) exceeds the limit: 2 of 256 pass, 3 fail
     keras_logits, int8 = made_up_logits(), made_up_logits()
     flip(keras_logits, int8, [0, 1], margin=0.75, shift=0.4)
     flip(keras_logits, int8, list(range(10, 30)), margin=0.25, shift=0.2)  # near-ties: never counted
-    report = export.compare_logits("int8", int8, keras_logits)
+    report = tflite.compare_logits("int8", int8, keras_logits)
     assert (report["argmax_agreement"], report["argmax_ties"], report["argmax_agreement_beyond_ties"]) == (
         round(234 / 256, 6), 20, round(254 / 256, 6))
-    export.verify("int8", report)  # 99.2% >= 99%
+    tflite.verify("int8", report)  # 99.2% >= 99%
     flip(keras_logits, int8, [2], margin=0.75, shift=0.4)
     with pytest.raises(TfLthError) as failed:
-        export.verify("int8", export.compare_logits("int8", int8, keras_logits), "mnist5k test[:256]")
+        tflite.verify("int8", tflite.compare_logits("int8", int8, keras_logits), "mnist5k test[:256]")
     assert str(failed.value).startswith("the int8 TFLite file agrees with Keras' argmax on 98.83% of mnist5k "
                                         "test[:256] (near-ties excluded), under its tolerance 99%: int8 "
                                         "quantization changes this model too much: export without int8")
@@ -224,10 +229,10 @@ def test_verify_fails_past_each_tolerance():
     keras_logits, fp32 = made_up_logits(), made_up_logits()
     flip(keras_logits, fp32, [5], margin=1.5e-4, shift=0.8e-4)
     with pytest.raises(TfLthError, match=r"tflite TFLite file agrees with Keras' argmax on 99.61% .* 100%"):
-        export.verify("tflite", export.compare_logits("tflite", fp32, keras_logits))
-    nan = export.compare_logits("tflite", np.full_like(keras_logits, np.nan), keras_logits)
+        tflite.verify("tflite", tflite.compare_logits("tflite", fp32, keras_logits))
+    nan = tflite.compare_logits("tflite", np.full_like(keras_logits, np.nan), keras_logits)
     with pytest.raises(TfLthError, match="differs from Keras by nan"):
-        export.verify("tflite", nan)
+        tflite.verify("tflite", nan)
 
 
 def test_m_by_n_ticket_keeps_at_most_2_of_4_inputs(tmp_path):
@@ -245,9 +250,9 @@ def run_dir(tmp_path_factory):
     """A run folder with rounds 0 and 1 saved by LotteryTicket.save (untrained, 50% pruned)."""
     path = tmp_path_factory.mktemp("runs") / "lenet_run"
     ticket = lenet_ticket(0, rates={"dense": 0.5, "output": 0.5})
-    ticket.save(path)
+    tf_lth.store.save(ticket, path)
     ticket.next_round()
-    ticket.save(path)
+    tf_lth.store.save(ticket, path)
     return path
 
 
@@ -305,7 +310,7 @@ def folder_bytes(folder):
 
 
 def test_export_whose_tflite_file_differs_fails_and_keeps_the_previous_one(run_dir, tmp_path, monkeypatch):
-    ticket = tf_lth.LotteryTicket.load(run_dir)
+    ticket = tf_lth.store.load(run_dir)
     out = tmp_path / "exports" / "round_1"
     info = export.export_ticket(ticket.model, out, round=1, formats=("saved_model", "tflite"), benchmark=False)
     before = folder_bytes(tmp_path)
@@ -315,8 +320,8 @@ def test_export_whose_tflite_file_differs_fails_and_keeps_the_previous_one(run_d
     bias = wrong.get_layer("output").bias
     bias.assign(bias.numpy() + np.eye(bias.shape[0], dtype=np.float32)[3] * 1e-3)
     wrong.save(str(tmp_path / "wrong"), save_format="tf")
-    real_convert = export.convert
-    monkeypatch.setattr(export, "convert", lambda saved, kind: real_convert(
+    real_convert = tflite.convert
+    monkeypatch.setattr(tflite, "convert", lambda saved, kind: real_convert(
         tmp_path / "wrong" if kind == "tflite" else saved, kind))
     with pytest.raises(TfLthError) as failed:
         export.export_ticket(ticket.model, out, round=2, formats=("saved_model", "tflite"), benchmark=False)
@@ -331,7 +336,7 @@ def test_export_whose_tflite_file_differs_fails_and_keeps_the_previous_one(run_d
 
 
 def test_failed_export_leaves_the_previous_one_intact(run_dir, tmp_path, monkeypatch):
-    ticket = tf_lth.LotteryTicket.load(run_dir)
+    ticket = tf_lth.store.load(run_dir)
     out = tmp_path / "exports" / "round_1"
     export.export_ticket(ticket.model, out, round=1, formats=("saved_model",), benchmark=False)
     before = (out / "ticket.json").read_text()
@@ -339,7 +344,7 @@ def test_failed_export_leaves_the_previous_one_intact(run_dir, tmp_path, monkeyp
     def broken(saved_model, kind):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(export, "convert", broken)
+    monkeypatch.setattr(tflite, "convert", broken)
     with pytest.raises(RuntimeError, match="converter crashed"):
         export.export_ticket(ticket.model, out, round=2, formats=("saved_model", "tflite"), benchmark=False)
     assert (out / "ticket.json").read_text() == before and (out / "saved_model" / "saved_model.pb").exists()

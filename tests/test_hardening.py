@@ -7,7 +7,7 @@ import tf_lth
 from tf_lth import keras, masks
 from tf_lth.errors import TfLthError
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from tf_lth.training import LOSS  # noqa: E402  (the one loss)
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +78,8 @@ def test_output_layer_is_the_last_pruned_layer_before_the_output(head):
 def test_rates_with_global_scope_is_an_error():
     with pytest.raises(TfLthError, match="need scope='layerwise'"):
         tf_lth.TicketConfig(scope="global", rates={"dense": 0.3})
-    from tf_lth.experiment import ExperimentConfig
-
     # the runner's paper rates are per layer: with global scope one rate applies
-    assert ExperimentConfig(scope="global").ticket_config().rates is None
+    assert tf_lth.ExperimentConfig.from_dict({"scope": "global"}).resolved().ticket.rates is None
 
 
 # --- item 7: a loaded ticket continues exactly as an in-process one -----------------------------
@@ -94,10 +92,10 @@ def test_save_load_next_round_equals_in_process(small, rewind, tmp_path):
         return trained(tf_lth.LotteryTicket(mlp(seed=5), rate=0.3, rewind=rewind), small)
 
     a = first_round()
-    a.save(tmp_path / "t")
+    tf_lth.store.save(a, tmp_path / "t")
     a.next_round()
     trained(a, small)
-    b = tf_lth.LotteryTicket.load(tmp_path / "t")
+    b = tf_lth.store.load(tmp_path / "t")
     b.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS, jit_compile=False)
     b.next_round()
     assert int(b.model.optimizer.iterations.numpy()) == a.steps[1][0]

@@ -9,7 +9,7 @@ import tf_lth
 from tf_lth import keras
 from tf_lth.keras2 import tf
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from tf_lth.training import LOSS  # noqa: E402  (the one loss)
 LR = {"sgd_momentum": 0.05, "adam": 1e-3, "adam_ema": 1e-3}
 STEPS = 6
 

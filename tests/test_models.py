@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tf_lth import keras, models
+from tf_lth import keras, models, networks
 from tf_lth.errors import TfLthError
 
 
@@ -34,14 +34,14 @@ def test_hand_counts_match_the_paper():
 @pytest.mark.parametrize("name, count", [("lenet_300_100", LENET), ("conv2", CONV2), ("conv4", CONV4),
                                          ("conv6", CONV6)])
 def test_parameter_counts(name, count):
-    model = models.build(name)
+    model = networks.build(name)
     assert model.count_params() == count
     assert model.name == name
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_layers(name):
-    model = models.build(name)
+    model = networks.build(name)
     assert isinstance(model, keras.Model)
     weighted = [layer for layer in model.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
     assert weighted[-1] is model.layers[-1] and weighted[-1].name == "output"
@@ -62,13 +62,13 @@ def test_layers(name):
 
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_forward_pass(name):
-    model = models.build(name)
+    model = networks.build(name)
     x = np.random.default_rng(0).random((2, *model.input_shape[1:]), dtype=np.float32)
     assert model(x).shape == (2, 10)
 
 
 def test_glorot_normal_scale():
-    kernel = models.build("lenet_300_100").layers[2].get_weights()[0]  # 784 x 300
+    kernel = networks.build("lenet_300_100").layers[2].get_weights()[0]  # 784 x 300
     assert kernel.shape == (784, 300)
     # Glorot: std sqrt(2 / (fan_in + fan_out)), drawn from a normal truncated at 2 of its own
     # stddevs (widened by 1/0.8796 so that the truncated draw has the Glorot std)
@@ -79,20 +79,20 @@ def test_glorot_normal_scale():
 
 
 def test_conv_models_take_mnist_shapes():
-    model = models.build("conv6", input_shape=(28, 28, 1), num_classes=7)
+    model = networks.build("conv6", input_shape=(28, 28, 1), num_classes=7)
     assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 7)
 
 
 def test_paper_defaults():
     lenet = models.MODELS["lenet_300_100"]
-    assert (lenet.dataset, lenet.optimizer, lenet.learning_rate, lenet.batch_size, lenet.iterations) == (
-        "mnist", "adam", 1.2e-3, 60, 50_000)
+    assert (lenet.input_shape, lenet.optimizer, lenet.learning_rate, lenet.batch_size, lenet.epochs) == (
+        (28, 28, 1), "adam", 1.2e-3, 60, 10)
     assert dict(lenet.rates) == {"dense": 0.2, "output": 0.1}
-    expected = {"conv2": (2e-4, 20_000, 0.1), "conv4": (3e-4, 25_000, 0.1), "conv6": (3e-4, 30_000, 0.15)}
-    for name, (lr, iterations, conv_rate) in expected.items():
+    expected = {"conv2": (2e-4, 0.1), "conv4": (3e-4, 0.1), "conv6": (3e-4, 0.15)}
+    for name, (lr, conv_rate) in expected.items():
         spec = models.spec(name)
-        assert (spec.dataset, spec.optimizer, spec.batch_size) == ("cifar10", "adam", 60)
-        assert (spec.learning_rate, spec.iterations) == (lr, iterations), name
+        assert (spec.input_shape, spec.optimizer, spec.batch_size) == ((32, 32, 3), "adam", 60)
+        assert spec.learning_rate == lr, name
         assert dict(spec.rates) == {"conv": conv_rate, "dense": 0.2, "output": 0.1}, name
     assert list(models.MODELS) == ["lenet_300_100", "conv2", "conv4", "conv6"]
 
@@ -101,4 +101,9 @@ def test_unknown_model():
     with pytest.raises(TfLthError, match="unknown model 'resnet'.*lenet_300_100"):
         models.spec("resnet")
     with pytest.raises(TfLthError, match="unknown model"):
-        models.build("resnet")
+        networks.build("resnet")
+
+
+def test_every_spec_names_a_builder():
+    for name, spec in models.MODELS.items():
+        assert callable(getattr(networks, spec.builder)), name

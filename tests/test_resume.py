@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from tf_lth import experiment as experiment_lib
-from tf_lth.experiment import Experiment, ExperimentConfig
+from tf_lth.config import ExperimentConfig
+from tf_lth.experiment import Experiment
+from tf_lth.training import EpochCheckpoint
 
 
 class Killed(Exception):
@@ -18,7 +19,7 @@ class Killed(Exception):
 def run(cfg, out, kills=(), monkeypatch=None):
     """Run the experiment, killed at each of ``kills`` in turn and resumed: ``(name, round, when)``
     raises at that training's first epoch end, ``"before"`` its checkpoint is written or ``"after"``."""
-    original = experiment_lib._EpochCheckpoint.on_epoch_end
+    original = EpochCheckpoint.on_epoch_end
     for kill in kills:
         def on_epoch_end(self, epoch, logs=None, kill=kill):
             hit = (self.path.name.split(".")[0], int(self.path.parent.name)) == kill[:2] and epoch == 0
@@ -28,7 +29,7 @@ def run(cfg, out, kills=(), monkeypatch=None):
             if hit:
                 raise Killed
 
-        monkeypatch.setattr(experiment_lib._EpochCheckpoint, "on_epoch_end", on_epoch_end)
+        monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", on_epoch_end)
         with pytest.raises(Killed):
             Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
         monkeypatch.undo()
@@ -44,8 +45,8 @@ def rows(out):
 
 @pytest.mark.parametrize("rewind", ["init", "iteration:59", "lr", "finetune"])
 def test_resume_is_identical_for_every_rewind_mode(rewind, tmp_path, monkeypatch):
-    cfg = ExperimentConfig(rounds=1, epochs=2, rewind=rewind, controls=("random_mask",), export=(),
-                           rate=0.5, jit_compile=False)
+    cfg = ExperimentConfig.from_dict(dict(rounds=1, epochs=2, rewind=rewind, controls=("random_mask",), export=(),
+                                          rate=0.5, jit_compile=False))
     run(cfg, tmp_path / "whole")
     # killed before round 1's first checkpoint, then again while its control trains
     run(cfg, tmp_path / "killed", [("ticket", 1, "before"), ("random_mask", 1, "after")], monkeypatch)

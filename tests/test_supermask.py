@@ -1,13 +1,15 @@
 """Learned supermasks: only scores train, binary straight-through samples, inference masks, export."""
 import numpy as np
+
+import tf_lth
 import pytest
 
-from tf_lth import models, supermask
+from tf_lth import models, networks, supermask
 from tf_lth.keras2 import keras, tf
 from tf_lth.errors import TfLthError
 from tensorflow_model_optimization.python.core.sparsity.keras import prune
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from tf_lth.training import LOSS  # noqa: E402  (the one loss)
 
 
 def mlp(seed=0, inputs=6):
@@ -150,7 +152,7 @@ def test_bad_options():
 def test_learns_mnist5k(mnist5k):
     (x, y), (xt, yt) = mnist5k.arrays("train"), mnist5k.arrays("test")
     keras.utils.set_random_seed(0)
-    model = supermask.learn_supermask(models.lenet_300_100())
+    model = supermask.learn_supermask(networks.lenet_300_100())
     model.compile(supermask.optimizer(), LOSS, metrics=["accuracy"])
     model.fit(x, y, batch_size=60, epochs=2, verbose=0)
     accuracy = model.evaluate(xt, yt, batch_size=1000, verbose=0)[1]

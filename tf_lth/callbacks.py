@@ -12,10 +12,29 @@ at which this callback acts (``eval_every``, the θk step, epoch ends) must then
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 
 from tf_lth import keras2  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
-from tf_lth.errors import TfLthError
+from tf_lth.config import check_steps_per_execution
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
+
+
+@dataclass
+class RoundProgress:
+    """Where the training of a round stands: the optimizer step it started at (``None`` before it
+    starts), the steps trained and the curve so far. A runner checkpoints it (:meth:`to_dict`) and
+    gives it back to a new callback to resume the round (:meth:`TicketCallback.resume`)."""
+
+    start: int | None = None
+    steps: int = 0
+    curve: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RoundProgress":
+        return cls(None if d["start"] is None else int(d["start"]), int(d["steps"]), list(d["curve"]))
 
 
 class TicketCallback(UpdatePruningStep):
@@ -38,14 +57,18 @@ class TicketCallback(UpdatePruningStep):
         self.test_data = test_data
         self.validation_data = validation_data
         self.eval_every = eval_every
-        self.curve: list[dict] = []
-        self._start: int | None = None
-        self._steps = self._epoch_base = 0
+        self.progress = RoundProgress()
+        self._epoch_base = 0
         self._supports_tf_logs = True  # batch logs are not read: Keras need not sync them per step
 
-    def resume(self, curve: list[dict], start_iteration: int) -> "TicketCallback":
-        """Continue a round interrupted after some epochs: its curve so far and first optimizer step."""
-        self.curve, self._start = list(curve), int(start_iteration)
+    @property
+    def curve(self) -> list[dict]:
+        """The round's evaluation points so far: iteration, val_loss, [val_accuracy, test_accuracy]."""
+        return self.progress.curve
+
+    def resume(self, progress: RoundProgress) -> "TicketCallback":
+        """Continue a round interrupted after some epochs from its checkpointed :attr:`progress`."""
+        self.progress = RoundProgress(progress.start, progress.steps, list(progress.curve))
         return self
 
     def _implements_train_batch_hooks(self):
@@ -55,9 +78,9 @@ class TicketCallback(UpdatePruningStep):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._check_steps_per_execution()
-        self.ticket.start_training(fresh=self._start is None)
-        if self._start is None:
-            self._start = int(self.model.optimizer.iterations.numpy())
+        self.ticket.start_training(fresh=self.progress.start is None)
+        if self.progress.start is None:
+            self.progress.start = int(self.model.optimizer.iterations.numpy())
         if self.ticket.needs_thetak() and self.ticket.rewind.iteration == 0:
             self.ticket.record_thetak()
 
@@ -76,25 +99,25 @@ class TicketCallback(UpdatePruningStep):
         check_steps_per_execution(every, marks)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_base = int(self.model.optimizer.iterations.numpy()) - self._start
+        self._epoch_base = int(self.model.optimizer.iterations.numpy()) - self.progress.start
 
     def on_train_batch_end(self, batch, logs=None):
         # step count from the batch index: no read of a TF variable, so no sync per step
-        self._steps = self._epoch_base + batch + 1
-        if self.ticket.needs_thetak() and self._steps >= self.ticket.rewind.iteration:
+        steps = self.progress.steps = self._epoch_base + batch + 1
+        if self.ticket.needs_thetak() and steps >= self.ticket.rewind.iteration:
             self.ticket.record_thetak()
-        if self.eval_every and self._steps % self.eval_every == 0:
-            val = _evaluate(self.model, self.validation_data)
+        if self.eval_every and steps % self.eval_every == 0:
+            val = evaluate(self.model, self.validation_data)
             self._add_point(val["loss"], val.get("accuracy"))
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        self._steps = int(self.model.optimizer.iterations.numpy()) - self._start
+        self.progress.steps = int(self.model.optimizer.iterations.numpy()) - self.progress.start
         if not self.eval_every and logs and "val_loss" in logs:
             self._add_point(logs["val_loss"], logs.get("val_accuracy"))
 
     def _add_point(self, val_loss, val_accuracy):
-        point = {"iteration": self._steps, "val_loss": float(val_loss)}
+        point = {"iteration": self.progress.steps, "val_loss": float(val_loss)}
         if val_accuracy is not None:
             point["val_accuracy"] = float(val_accuracy)
         if self.test_data is not None:
@@ -103,24 +126,15 @@ class TicketCallback(UpdatePruningStep):
 
     def on_train_end(self, logs=None):
         metrics = early_stop_metrics(self.curve)
-        metrics["iterations"] = self._steps
+        metrics["iterations"] = steps = self.progress.steps
         if self.test_data is not None:
-            last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == self._steps else None
+            last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == steps else None
             metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(self.model, self.test_data)
         self.ticket.finish_round(metrics, self.curve, int(self.model.optimizer.iterations.numpy()))
-        self.curve, self._start = [], None  # ready for the next round if reused
+        self.progress = RoundProgress()  # ready for the next round if reused
 
 
-def check_steps_per_execution(every: int, marks: dict) -> None:
-    """One-line error unless each step of ``marks`` (name -> step, None if unknown) is a multiple of
-    ``every``: with ``steps_per_execution=every`` Keras calls batch hooks once per ``every`` steps."""
-    bad = [f"{name} ({n or 'unknown'})" for name, n in marks.items() if not n or n % every]
-    if bad:
-        raise TfLthError(f"steps_per_execution = {every} must divide {' and '.join(bad)}: Keras calls callbacks "
-                         f"once per {every} steps; use steps_per_execution = 1 or a common divisor")
-
-
-def _evaluate(model, data) -> dict:
+def evaluate(model, data) -> dict:
     """``evaluate`` on a dataset/pipeline or an ``(x, y)`` tuple of arrays (in large batches).
 
     ``evaluate`` resets the model's metrics; their running training values are put back, so an
@@ -138,7 +152,7 @@ def _evaluate(model, data) -> dict:
 
 
 def accuracy(model, data) -> float:
-    return float(_evaluate(model, data)["accuracy"])
+    return float(evaluate(model, data)["accuracy"])
 
 
 def early_stop_metrics(curve: list[dict]) -> dict:
@@ -152,4 +166,4 @@ def early_stop_metrics(curve: list[dict]) -> dict:
     return out
 
 
-__all__ = ["TicketCallback", "early_stop_metrics"]
+__all__ = ["TicketCallback", "RoundProgress", "early_stop_metrics", "evaluate", "accuracy"]

@@ -7,6 +7,7 @@ the rest of tf-lth and its users import ``keras`` from here (``from tf_lth impor
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import re
 import sys
@@ -24,13 +25,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 NATIVE_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*"
-    r"|E\d{4} [\d:.]+\s+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*)$"
+    r"|E\d{4} [\d:.]+\s+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*"
+    # LiteRT announces its default CPU delegate each time an interpreter is made
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$"
 )
+# Python-side warnings that say nothing is wrong: tf_keras loading a SavedModel for inference
+# (tf-lth's export check) notes that metrics are built only when it trains or evaluates.
+PYTHON_NOISE = ("Compiled the loaded model, but the compiled metrics have yet to be built",)
 
 
 @contextlib.contextmanager
-def _native_noise_filtered():
-    """Run the block with the native start-up noise above filtered out of stderr (other lines pass)."""
+def native_noise_filtered():
+    """Run the block with the native noise above (:data:`NATIVE_NOISE`) filtered out of stderr (other
+    lines pass): around imports and CUDA probing here, around LiteRT interpreters in :mod:`tf_lth.tflite`."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -50,18 +57,24 @@ def _import_quietly(name: str):
     """Import ``name`` without the native start-up noise."""
     if name in sys.modules:
         return sys.modules[name]
-    with _native_noise_filtered():
+    with native_noise_filtered():
         return importlib.import_module(name)
 
 
 @functools.cache
 def has_gpu() -> bool:
     """Whether TensorFlow sees a GPU (asked once; CUDA's complaint on CPU-only machines is dropped)."""
-    with _native_noise_filtered():
+    with native_noise_filtered():
         return bool(tf.config.list_physical_devices("GPU"))
 
 
+class _KnownWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(PYTHON_NOISE)
+
+
 tf = _import_quietly("tensorflow")
+tf.get_logger().addFilter(_KnownWarnings())
 keras = _import_quietly("tf_keras")
 from tf_keras.src.utils.tf_utils import can_jit_compile  # noqa: E402  (XLA usable on this platform)
 has_gpu()  # CUDA is probed now, where its complaint on CPU-only machines can be filtered, not at the first op

@@ -3,6 +3,11 @@
 Masks are boolean arrays keyed by weight name (``"dense/kernel"``). Selection only ever keeps
 weights that are still alive, so masks shrink monotonically across rounds. Sparsity targets are
 computed from the round number, ``keep = round(size * (1 - p) ** k)``, so rounding never drifts.
+
+Two registries: :data:`CRITERIA` (how a weight is scored) and :data:`SCOPES` (how many weights of
+which kernel are kept: ``layerwise`` per kernel, ``global`` one cut over all). Both select units:
+single weights, or ``block``-shaped tiles of rank-2 kernels; ``m_by_n`` filters the result (keep
+at most N of every M inputs). :func:`prune` is one round of all of it.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from tf_lth.errors import TfLthError
+from tf_lth.registry import Registry
 
 Masks = dict[str, np.ndarray]
 
@@ -20,7 +26,8 @@ def _same_sign_final(w0, wf, rng):
 
 
 # Score per weight, higher is kept (Zhou et al. 2019, "Deconstructing Lottery Tickets").
-CRITERIA: Mapping[str, Callable] = {
+CRITERIA: Registry[Callable] = Registry("mask criterion")
+for _name, _score in {
     "large_final": lambda w0, wf, rng: np.abs(wf),
     "small_final": lambda w0, wf, rng: -np.abs(wf),
     "large_init": lambda w0, wf, rng: np.abs(w0),
@@ -32,15 +39,14 @@ CRITERIA: Mapping[str, Callable] = {
     "movement": lambda w0, wf, rng: np.abs(wf - w0),
     "random": lambda w0, wf, rng: rng.random(np.shape(w0)),
     "large_final_same_sign": _same_sign_final,
-}
+}.items():
+    CRITERIA.add(_name, _score)
 
 
 def scores(criterion: str, theta0: Mapping[str, np.ndarray], thetaf: Mapping[str, np.ndarray],
            rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Score every weight of every key by ``criterion`` (see :data:`CRITERIA`)."""
-    if criterion not in CRITERIA:
-        raise TfLthError(f"unknown mask criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
-    fn = CRITERIA[criterion]
+    fn = CRITERIA.get(criterion)
     return {k: np.asarray(fn(theta0[k], thetaf[k], rng), np.float64) for k in sorted(theta0)}
 
 
@@ -141,6 +147,64 @@ def m_by_n(score: np.ndarray, mask: np.ndarray, n: int, m: int) -> np.ndarray:
     rank = np.argsort(np.argsort(-groups, axis=1, kind="stable"), axis=1)
     keep = np.moveaxis((rank < n).reshape(s.shape), -1, -2)
     return keep & mask
+
+
+def keep_counts(masks: Masks, rates: Mapping[str, float], rounds: float) -> dict[str, int]:
+    """Weights each kernel keeps after ``rounds`` rounds at its rate: ``round(size * (1 - rate) ** rounds)``."""
+    return {k: int(round(masks[k].size * (1 - rates[k]) ** rounds)) for k in masks}
+
+
+# scope name -> select(score, alive, rates, rounds, block): the masks kept after ``rounds`` rounds
+SCOPES: Registry[Callable] = Registry("scope")
+
+
+@SCOPES.register("layerwise")
+def _layerwise(score, alive: Masks, rates, rounds, block) -> Masks:
+    return select_layerwise(score, alive, keep_counts(alive, rates, rounds), block)
+
+
+@SCOPES.register("global")
+def _global(score, alive: Masks, rates, rounds, block) -> Masks:
+    """One threshold over all kernels; the rate is the same for all of them (global scope has no
+    per-layer rates)."""
+    if len(set(rates.values())) > 1:
+        raise TfLthError("global pruning takes one rate for all layers")
+    total = sum(m.size for m in alive.values())
+    rate = next(iter(rates.values()), 0.0)
+    return select_global(score, alive, int(round(total * (1 - rate) ** rounds)), block)
+
+
+def prune(score: Mapping[str, np.ndarray], alive: Masks, rates: Mapping[str, float], rounds: float,
+          scope: str = "layerwise", block: tuple[int, int] | None = None,
+          n_of_m: tuple[int, int] | None = None) -> Masks:
+    """The masks of ``alive``'s kernels after ``rounds`` rounds of pruning at ``rates``: selected by
+    ``scope`` in units of ``block``, then at most n of every m inputs kept (kernels of rank >= 2)."""
+    new = SCOPES.get(scope)(score, alive, rates, rounds, block)
+    if n_of_m:
+        n, m = n_of_m
+        new = {k: m_by_n(score[k], v, n, m) if v.ndim >= 2 else v for k, v in new.items()}
+    return new
+
+
+def level_rates(sizes: Mapping[str, int], rates: Mapping[str, float], remaining: float) -> dict[str, float]:
+    """One-shot rates per key that leave ``remaining`` (a fraction) of all weights of ``sizes``, the
+    kernels in the ratio of their per-round ``rates``: each keeps ``(1 - rate) ** k`` of its weights
+    for one real ``k``, found by bisection (a level reached as k rounds' worth in one step)."""
+    if not 0 < remaining < 1:
+        raise TfLthError(f"weights remaining {remaining} must be a fraction strictly between 0 and 1")
+    total = sum(sizes.values())
+
+    def left(k):
+        return sum(n * (1 - rates[key]) ** k for key, n in sizes.items()) / total
+
+    lo, hi = 0.0, 1.0
+    while left(hi) > remaining:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if left(mid) > remaining else (lo, mid)
+    k = (lo + hi) / 2
+    return {key: 1 - (1 - rates[key]) ** k for key in sizes}
 
 
 def random_like(masks: Masks, rng: np.random.Generator) -> Masks:

@@ -15,6 +15,21 @@ from tf_lth.io import atomic_write  # noqa: E402
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # weights remaining (%) labelled on the log axis
 
 
+def weights_remaining_axis(ax, xs) -> None:
+    """Make ``ax``'s x axis the one every tf-lth figure shares: weights remaining (%) on a log scale,
+    running from dense (100) on the left to sparse on the right, as the lottery-ticket papers draw
+    it. ``xs``: the plotted x values (%). Only :data:`TICKS` down to just below the smallest are
+    labelled, as plain numbers ("5", "0.5") rather than a log axis' powers of ten, without minor
+    labels: the levels a reader looks up stay legible."""
+    ax.set_xscale("log")
+    lowest = min(xs, default=100)
+    ax.set_xticks([t for t in TICKS if lowest / 1.5 <= t <= 100])
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+
+
 def _series(results: list, key: str) -> dict[str, tuple[list, list]]:
     """``{line name: (weights remaining %, values)}`` for the ticket and each control."""
     lines = {"ticket": ([], [])}
@@ -39,13 +54,7 @@ def _figure(results, key, ylabel, title, path: Path) -> None:
     dense = next((r for r in results if r["round"] == 0), None)
     if dense is not None and dense.get(key) is not None:
         ax.axhline(dense[key], color="gray", linestyle="--", label="dense (100%)")
-    ax.set_xscale("log")
-    lowest = min((min(x) for x, _ in lines.values() if x), default=100)
-    ax.set_xticks([t for t in TICKS if lowest / 1.5 <= t <= 100])
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
+    weights_remaining_axis(ax, [v for x, _ in lines.values() for v in x])
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

@@ -1,48 +1,135 @@
-"""What weights restart from after a round: rewind points and survivor actions (numpy).
+"""What weights restart from after a round: rewind modes and survivor actions (numpy, no TensorFlow).
 
-``rewind`` picks the point every weight goes back to (Frankle & Carbin: ``init``; Frankle et al.
-2020: ``iteration:k``; Renda et al. 2020: ``lr`` and ``finetune`` keep the trained weights).
-``survivors`` then decides what the kept weights of a pruned kernel become (Zhou et al. 2019).
+A **rewind mode** (:data:`REWINDS`) says where a pruned network's weights go back to and where the
+optimizer's step (so its learning-rate schedule) restarts: Frankle & Carbin's ``init`` (θ0, step
+0); Frankle et al. 2020's ``iteration:K`` (θk, the weights after K steps of the dense round, taken
+once, step K); Renda et al. 2020's ``lr`` (keep the trained weights, step 0) and ``finetune`` (keep
+the weights and the step). A **survivors action** (:data:`SURVIVORS`, Zhou et al. 2019) then says
+what the kept weights of a pruned kernel become. Adding either is one registered definition here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from tf_lth.errors import TfLthError
+from tf_lth.registry import Registry
 
-SURVIVORS = ("original", "reinit", "reshuffle", "signed_constant", "random_sign_constant")
-PRUNED = ("zero", "frozen")
+PRUNED = ("zero", "frozen")  # pruned weights: zero, or frozen at their θ0 value (Zhou et al.'s mask-0 actions)
 
 
 @dataclass(frozen=True)
 class Rewind:
-    """A parsed rewind mode: where weights and the learning-rate schedule go back to."""
+    """A rewind mode. Subclasses set :attr:`name` and override what differs.
 
-    mode: str  # "init", "iteration", "lr" or "finetune"
+    Attributes:
+        iteration: the step of the dense round at which θk is taken (0: no snapshot needed).
+        keeps_weights: whether a round starts from the previous round's trained weights.
+    """
+
+    name: ClassVar[str] = ""
+    keeps_weights: ClassVar[bool] = False
     iteration: int = 0
 
     @classmethod
     def parse(cls, text: str) -> "Rewind":
-        if text in ("init", "lr", "finetune"):
-            return cls(text)
-        head, _, k = str(text).partition(":")
-        if head == "iteration" and k.isdigit():
-            return cls("iteration", int(k)) if int(k) > 0 else cls("init")
-        raise TfLthError(f"unknown rewind {text!r}: use init, iteration:K (K >= 0 steps), lr or finetune")
+        """The mode of ``text``: ``NAME`` or ``NAME:ARG`` (``iteration:500``)."""
+        return parse(text)
 
     @property
-    def keeps_weights(self) -> bool:
-        """``lr`` and ``finetune`` continue from the trained weights instead of rewinding them."""
-        return self.mode in ("lr", "finetune")
+    def mode(self) -> str:
+        return self.name
 
-    def optimizer_iteration(self, current: int) -> int:
-        """The step the optimizer (and so its learning-rate schedule) restarts from."""
-        return {"init": 0, "lr": 0, "iteration": self.iteration, "finetune": current}[self.mode]
+    @property
+    def needs_snapshot(self) -> bool:
+        """Whether θk must be taken during the dense round."""
+        return self.iteration > 0
+
+    def optimizer_iteration(self, ended: int) -> int:
+        """The step the optimizer restarts from, given the step the previous round ended at."""
+        return 0
+
+    def source(self, theta0: list, thetak: list | None, previous: list | None) -> list:
+        """The weights a pruned round starts from: θ0, θk or ``previous`` (the last round's final)."""
+        return theta0
 
     def __str__(self) -> str:
-        return f"iteration:{self.iteration}" if self.mode == "iteration" else self.mode
+        return self.name
+
+
+REWINDS: Registry[Callable[[str], Rewind]] = Registry("rewind mode")  # name -> factory of its ARG ("" if none)
+
+
+def _plain(cls):
+    """Register a mode that takes no argument."""
+    def make(arg: str) -> Rewind:
+        if arg:
+            raise ValueError(arg)
+        return cls()
+    REWINDS.add(cls.name, make)
+    return cls
+
+
+@_plain
+class ToInit(Rewind):
+    name = "init"
+
+
+@dataclass(frozen=True)
+class ToIteration(Rewind):
+    name = "iteration"
+
+    def optimizer_iteration(self, ended: int) -> int:
+        return self.iteration
+
+    def source(self, theta0, thetak, previous):
+        return thetak
+
+    def __str__(self) -> str:
+        return f"iteration:{self.iteration}"
+
+
+def _to_iteration(arg: str) -> Rewind:
+    if not arg.isdigit():
+        raise ValueError(arg)
+    return ToIteration(int(arg)) if int(arg) > 0 else ToInit()  # iteration:0 is θ0
+
+
+REWINDS.add("iteration", _to_iteration)
+
+
+@_plain
+class LearningRate(Rewind):
+    name = "lr"
+    keeps_weights = True
+
+    def source(self, theta0, thetak, previous):
+        return previous
+
+
+@_plain
+class FineTune(LearningRate):
+    name = "finetune"
+
+    def optimizer_iteration(self, ended: int) -> int:
+        return ended
+
+
+def parse(text: str) -> Rewind:
+    """The rewind mode ``text`` names, or a one-line error listing the forms."""
+    name, _, arg = str(text).partition(":")
+    try:
+        return REWINDS.entries[name](arg)
+    except (KeyError, ValueError):
+        raise TfLthError(f"unknown rewind {text!r}: use init, iteration:K (K >= 0 steps), lr or finetune") from None
+
+
+# -- survivors ------------------------------------------------------------------------------------
+Survivors = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+# name -> values(theta0, mask, source, fresh, rng): what the kept weights of one kernel become
+SURVIVORS: Registry[Survivors] = Registry("survivors action")
 
 
 def signed_constant(theta0: np.ndarray) -> np.ndarray:
@@ -50,24 +137,29 @@ def signed_constant(theta0: np.ndarray) -> np.ndarray:
     return np.sign(theta0) * theta0.std()
 
 
+SURVIVORS.add("original", lambda theta0, mask, source, fresh, rng: source)
+SURVIVORS.add("reinit", lambda theta0, mask, source, fresh, rng: fresh)
+
+
+@SURVIVORS.register("reshuffle")
+def _reshuffle(theta0, mask, source, fresh, rng):
+    """θ0 values of the survivors, permuted among the survivors."""
+    values = np.zeros_like(theta0)
+    values[mask] = rng.permutation(theta0[mask])
+    return values
+
+
+SURVIVORS.add("signed_constant", lambda theta0, mask, source, fresh, rng: signed_constant(theta0))
+SURVIVORS.add("random_sign_constant", lambda theta0, mask, source, fresh, rng: (
+    rng.choice(np.array([-1.0, 1.0], theta0.dtype), size=theta0.shape) * theta0.std()))
+
+
 def survivor_values(action: str, theta0: np.ndarray, mask: np.ndarray, source: np.ndarray,
-                    fresh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+                    fresh: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     """Values of a kernel's kept weights under ``action`` (zeros elsewhere).
 
     ``source`` holds the rewound weights (θ0, θk or θ_final), ``fresh`` a new draw from the
     layer's initializer. Constants use σ = std of the layer's θ0 (the initializer's spread).
     """
-    if action == "original":
-        values = source
-    elif action == "reinit":
-        values = fresh
-    elif action == "reshuffle":  # θ0 values of the survivors, permuted among the survivors
-        values = np.zeros_like(theta0)
-        values[mask] = rng.permutation(theta0[mask])
-    elif action == "signed_constant":
-        values = signed_constant(theta0)
-    elif action == "random_sign_constant":
-        values = rng.choice(np.array([-1.0, 1.0], theta0.dtype), size=theta0.shape) * theta0.std()
-    else:
-        raise TfLthError(f"unknown survivors action {action!r}: choose one of {', '.join(SURVIVORS)}")
+    values = SURVIVORS.get(action)(theta0, mask, source, fresh, rng)
     return np.where(mask, values, 0).astype(theta0.dtype)

@@ -1,0 +1,208 @@
+"""A .tflite file of a ticket: conversion, LiteRT interpreter, the check against Keras and latency.
+
+:func:`tf_lth.export.export_ticket` writes the export folder; this module knows only TFLite files
+(bytes or paths) and the SavedModel they are converted from. It never imports :mod:`tf_lth.export`.
+
+Formats (:data:`TFLITE`): fp32 with EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse),
+int8 adds dynamic-range quantization (Optimize.DEFAULT), fp16 float16 weights; "dense" is an fp32
+conversion without sparsity, the reference for bytes and latency.
+
+TFLite runs through ``ai_edge_litert`` only; an int8 + sparse file cannot be prepared by the default
+XNNPACK delegate, and int8 in 1x4 blocks loads but computes inf/NaN there, so each file is run with
+the default op resolver first and, if it does not load or gives non-finite logits, with builtin
+kernels without default delegates (:func:`run_checked` says which, and why). A file no resolver runs
+(fp16 in 1x4 blocks gives NaN) fails the export.
+
+Every TFLite file is verified against Keras on the check batch (:data:`TOLERANCES`): its logits must
+stay within ``logit x max(1, max |Keras logit|)`` (below 1, absolute errors are what moves the
+softmax) and its argmax agree with Keras' on at least ``argmax_agreement`` of the examples. An
+example where TFLite picks a class that Keras scores within that logit tolerance of its top class is
+a tie at the format's precision and does not count against it: an untrained ticket's logits are
+near-ties everywhere (margins ~0.01, on real digits and uniform noise alike) and int8 swaps ~2% of
+them without being wrong. A failed check raises one line (:func:`verify`).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from tf_lth.keras2 import native_noise_filtered, tf
+from tf_lth.errors import TfLthError
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+SPARSITY, DEFAULT = tf.lite.Optimize.EXPERIMENTAL_SPARSITY, tf.lite.Optimize.DEFAULT
+# format -> (file, converter optimizations, float16 weights); "dense" is the reference, not kept
+TFLITE = {
+    "dense": (None, [], False),
+    "tflite": ("ticket.tflite", [SPARSITY], False),
+    "int8": ("ticket_int8.tflite", [SPARSITY, DEFAULT], False),
+    "fp16": ("ticket_fp16.tflite", [SPARSITY, DEFAULT], True),
+}
+RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+# Per TFLite format: largest |logit difference| from Keras as a fraction of max(1, max |Keras logit|),
+# and the least argmax agreement (near-ties excluded, see above). fp32 must be exact up to float
+# rounding; fp16 weights move logits by ~1e-3 and int8 (dynamic range) by ~0.01-0.02 on LeNet
+# tickets, trained or not: each limit is a few times what is measured, so a wrong file fails.
+# Only fp32 fails on its logit difference: quantized files are judged by their argmax (their logit
+# limit only marks near-ties), since a 98%-sparse int8 ticket can move a logit by ~10% of the scale
+# and still pick the same class.
+TOLERANCES = {
+    "tflite": {"logit": 1e-5, "argmax_agreement": 1.0, "logit_fails": True},
+    "fp16": {"logit": 1e-2, "argmax_agreement": 0.99, "logit_fails": False},
+    "int8": {"logit": 5e-2, "argmax_agreement": 0.99, "logit_fails": False},
+}
+BENCH_BATCHES = (1, 64)
+BENCH_SECONDS = 2.0  # total budget of the interleaved latency rounds
+BENCH_CHUNK_SECONDS = 0.002  # invokes per timed chunk are chosen to last about this long
+# the sparsity structures the benchmarks compare: name -> block_size (4x1 = 1x4 blocks, TFLite's sparse kernel)
+BLOCK_STRUCTURES = {"unstructured": None, "1x4 blocks": (4, 1)}
+
+
+def convert(saved_model, kind: str) -> bytes:
+    """The TFLite flatbuffer of format ``kind`` (a key of :data:`TFLITE`) from a SavedModel folder."""
+    _, optimizations, half = TFLITE[kind]
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = optimizations
+    if half:
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def _tflite(model: bytes | str | os.PathLike) -> dict:
+    return {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+
+
+def open_tflite(model, resolver: str | None = None, threads: int | None = None) -> tuple[Interpreter, str]:
+    """An allocated interpreter for a .tflite path or bytes with op resolver ``resolver`` (a name of
+    ``OpResolverType``), by default the default one if it can prepare the model, else builtin
+    kernels without default delegates; and the name of the resolver used."""
+    last = None
+    for r in ([OpResolverType[resolver]] if resolver else RESOLVERS):
+        try:
+            with native_noise_filtered():
+                interpreter = Interpreter(**_tflite(model), experimental_op_resolver_type=r, num_threads=threads)
+                interpreter.allocate_tensors()
+            return interpreter, r.name
+        except (RuntimeError, ValueError) as e:
+            last = e
+    raise TfLthError(f"TFLite cannot load the model with any op resolver: {str(last).splitlines()[0]}")
+
+
+def inspect_tflite(model) -> dict:
+    """Whether the file holds sparse tensors (non-empty ``sparsity_parameters``) and its ops."""
+    with native_noise_filtered():
+        interpreter = Interpreter(**_tflite(model), experimental_op_resolver_type=RESOLVERS[1])
+    return {"sparse": any(t["sparsity_parameters"] for t in interpreter.get_tensor_details()),
+            "ops": sorted({op["op_name"] for op in interpreter._get_ops_details()})}
+
+
+def is_sparse_tflite(model) -> bool:
+    """True when a .tflite path or bytes stores at least one tensor in a sparse format."""
+    return inspect_tflite(model)["sparse"]
+
+
+def run_tflite(interpreter: Interpreter, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The outputs of ``interpreter`` on ``x``, fed in batches of up to ``batch``."""
+    index, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    results = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if tuple(interpreter.get_input_details()[0]["shape"]) != xb.shape:
+            interpreter.resize_tensor_input(index, xb.shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(index, xb)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out).copy())
+    return np.concatenate(results)
+
+
+def compare_logits(kind: str, logits: np.ndarray, keras_logits: np.ndarray) -> dict:
+    """How far TFLite logits are from Keras', and the limits they are held to (see :data:`TOLERANCES`)."""
+    tolerance = TOLERANCES[kind]
+    limit = float(tolerance["logit"] * max(1.0, float(np.max(np.abs(keras_logits)))))
+    top, chosen = keras_logits.argmax(-1), logits.argmax(-1)
+    rows = np.arange(len(keras_logits))
+    differ = top != chosen
+    ties = differ & (keras_logits[rows, top] - keras_logits[rows, chosen] <= limit)
+    n = max(len(keras_logits), 1)
+    return {"max_abs_logit_diff": float(np.max(np.abs(logits - keras_logits))),
+            "argmax_agreement": round(float(np.mean(~differ)), 6),
+            "argmax_ties": int(ties.sum()),
+            "argmax_agreement_beyond_ties": round(float(1 - (differ & ~ties).sum() / n), 6),
+            "tolerance": {"max_abs_logit_diff": limit, "logit_relative": tolerance["logit"],
+                          "argmax_agreement": tolerance["argmax_agreement"], "logit_fails": tolerance["logit_fails"]}}
+
+
+def verify(kind: str, report: dict, source: str = "the check batch") -> None:
+    """Fail the export when a TFLite file's logits or argmax are further from Keras' than its tolerance."""
+    tol, what = report["tolerance"], f"the {kind} TFLite file"
+    cause = {"tflite": "TFLite computes this model differently from Keras (a converter bug or an unsupported op)",
+             "int8": "int8 quantization changes this model too much",
+             "fp16": "float16 weights change this model too much"}[kind]
+    fix = f"{cause}: export without {kind} (formats= / --formats)"
+    if not np.isfinite(report["max_abs_logit_diff"]) or (
+            tol["logit_fails"] and not report["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]):
+        raise TfLthError(f"{what} differs from Keras by {report['max_abs_logit_diff']:.3g} in a logit on {source}, "
+                         f"over its tolerance {tol['max_abs_logit_diff']:.3g} ({tol['logit_relative']:g} x max(1, "
+                         f"max |logit|)): {fix}")
+    if report["argmax_agreement_beyond_ties"] < tol["argmax_agreement"]:
+        raise TfLthError(f"{what} agrees with Keras' argmax on {100 * report['argmax_agreement_beyond_ties']:.2f}% "
+                         f"of {source} (near-ties excluded), under its tolerance "
+                         f"{100 * tol['argmax_agreement']:g}%: {fix}")
+
+
+def run_checked(kind: str, model: bytes, x, keras_logits):
+    """``(interpreter, resolver name, logits, problems)``: ``model`` run on ``x`` with the first op
+    resolver that loads it and gives finite logits (or any, when Keras' own are not finite), and
+    what went wrong with the ones before it: XNNPACK cannot prepare int8 + sparse files and computes
+    inf/NaN for int8 in 1x4 blocks; fp16 in 1x4 blocks gives NaN everywhere (never ship that), so
+    when no resolver does, this raises a one-line :class:`TfLthError` naming the format to drop."""
+    problems = []
+    for r in RESOLVERS:
+        try:
+            interpreter, _ = open_tflite(model, r.name)
+        except TfLthError:
+            problems.append(f"{r.name}: does not load")
+            continue
+        logits = run_tflite(interpreter, x)
+        if np.isfinite(logits).all() or not np.isfinite(keras_logits).all():
+            return interpreter, r.name, logits, problems
+        problems.append(f"{r.name}: NaN/inf logits")
+    raise TfLthError(f"TFLite cannot run the {kind} file ({'; '.join(problems)}), a TFLite bug for these "
+                     f"weights: export without {kind}")
+
+
+def benchmark(models: dict, input_shape, dtype=np.float32, seconds: float = BENCH_SECONDS) -> dict:
+    """Median µs per call at each batch size of :data:`BENCH_BATCHES` for ``{key: (model, resolver)}``,
+    single-threaded; the models take turns chunk by chunk so machine noise hits them alike."""
+    rng = np.random.default_rng(0)
+    runners = []
+    for key, (model, resolver) in models.items():
+        for batch in BENCH_BATCHES:
+            interpreter, _ = open_tflite(model, resolver, threads=1)
+            x = rng.random((batch, *input_shape)).astype(dtype)
+            run_tflite(interpreter, x)  # resize, allocate, warm up
+            start = time.perf_counter()
+            interpreter.invoke()
+            n = max(1, int(BENCH_CHUNK_SECONDS / max(time.perf_counter() - start, 1e-7)))
+            runners.append((key, batch, interpreter, n, []))
+    deadline, rounds = time.perf_counter() + seconds, 0
+    while rounds < 5 or (rounds < 500 and time.perf_counter() < deadline):
+        rounds += 1
+        for _, _, interpreter, n, times in runners:
+            start = time.perf_counter()
+            for _ in range(n):
+                interpreter.invoke()
+            times.append((time.perf_counter() - start) / n)
+    out = {}
+    for key, batch, _, _, times in runners:
+        out.setdefault(key, {})[f"batch{batch}"] = round(statistics.median(times) * 1e6, 2)
+    return out
+
+
+__all__ = ["convert", "open_tflite", "inspect_tflite", "is_sparse_tflite", "run_tflite", "compare_logits", "verify",
+           "run_checked", "benchmark", "TFLITE", "RESOLVERS", "TOLERANCES", "SPARSITY", "DEFAULT", "BENCH_BATCHES",
+           "BENCH_SECONDS", "BENCH_CHUNK_SECONDS", "BLOCK_STRUCTURES"]
