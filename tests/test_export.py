@@ -23,7 +23,7 @@ from tf_lth.errors import TfLthError
 
 ROOT = Path(__file__).resolve().parents[1]
 INT8_TOLERANCE = 0.1
-from tf_lth.training import LOSS  # noqa: E402  (the one loss)
+from tf_lth.training import LOSS
 RATE_95 = 1 - 0.05 ** 0.5  # two rounds at this rate leave 5% of every layer
 
 

@@ -7,13 +7,13 @@ import tf_lth
 from tf_lth import keras, masks
 from tf_lth.errors import TfLthError
 
-from tf_lth.training import LOSS  # noqa: E402  (the one loss)
+from tf_lth.training import LOSS
 
 
 @pytest.fixture(scope="module")
-def small(mnist5k):
-    x, y = mnist5k.arrays("train")
-    return (x[:600].astype("float32") / 255.0).reshape(-1, 784), y[:600]
+def small(mnist600):
+    x, y = mnist600
+    return (x.astype("float32") / 255.0).reshape(-1, 784), y
 
 
 def mlp(head=None, seed=0):

@@ -9,7 +9,7 @@ import tf_lth
 from tf_lth import keras
 from tf_lth.keras2 import tf
 
-from tf_lth.training import LOSS  # noqa: E402  (the one loss)
+from tf_lth.training import LOSS
 LR = {"sgd_momentum": 0.05, "adam": 1e-3, "adam_ema": 1e-3}
 STEPS = 6
 

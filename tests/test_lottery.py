@@ -6,13 +6,12 @@ import tf_lth
 from tf_lth import keras
 from tf_lth.errors import TfLthError
 
-from tf_lth.training import LOSS  # noqa: E402  (the one loss)
+from tf_lth.training import LOSS
 
 
 @pytest.fixture(scope="module")
-def small(mnist5k):
-    x, y = mnist5k.arrays("train")
-    return x[:600], y[:600]
+def small(mnist600):
+    return mnist600
 
 
 def small_mlp(seed=0):

@@ -1,15 +1,12 @@
 """Learned supermasks: only scores train, binary straight-through samples, inference masks, export."""
 import numpy as np
-
-import tf_lth
 import pytest
 
-from tf_lth import models, networks, supermask
-from tf_lth.keras2 import keras, tf
+from tf_lth import networks, supermask
 from tf_lth.errors import TfLthError
+from tf_lth.keras2 import keras, tf
+from tf_lth.training import LOSS
 from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
-from tf_lth.training import LOSS  # noqa: E402  (the one loss)
 
 
 def mlp(seed=0, inputs=6):

@@ -87,7 +87,7 @@ class TicketConfig:
     rates: dict | None = option(None, "per layer kind or name, e.g. conv=0.1,dense=0.2,output=0.1",
                                 parse=kind_rates, metavar="K=R,...")
     scope: str = option("layerwise", "layerwise rates or one global cut", choices=masks.SCOPES)
-    rewind: str = option("init", "init | iteration:K | lr | finetune", metavar="MODE")
+    rewind: str = option("init", f"where weights rewind to: {rewind_lib.forms()}", metavar="MODE")
     criterion: str = option("large_final", "mask criterion", choices=masks.CRITERIA)
     survivors: str = option("original", "what kept weights restart from", choices=rewind_lib.SURVIVORS)
     pruned: str = option("zero", "pruned weights: zero or frozen at init", choices=rewind_lib.PRUNED)

@@ -46,7 +46,10 @@ class Experiment:
         path = self.out / "config.json"
         mine = flatten(self.config.to_dict())
         if path.exists():
-            theirs = flatten(read_json(path))
+            try:  # resolved again, so that a folder written before the config was nested compares too
+                theirs = flatten(ExperimentConfig.from_dict(read_json(path)).resolved().to_dict())
+            except (TfLthError, TypeError) as e:
+                raise TfLthError(f"{path} holds no config of this version ({e}): use another --output or delete it") from None
             differ = [k for k in sorted(set(mine) | set(theirs))
                       if k not in FREE_KEYS and theirs.get(k) != mine.get(k)]
             if differ:

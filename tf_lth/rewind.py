@@ -22,7 +22,8 @@ PRUNED = ("zero", "frozen")  # pruned weights: zero, or frozen at their θ0 valu
 
 @dataclass(frozen=True)
 class Rewind:
-    """A rewind mode. Subclasses set :attr:`name` and override what differs.
+    """A rewind mode. A new one is a subclass with its :attr:`name`, registered with :func:`register`,
+    overriding what differs; ``NAME:ARG`` forms parse ``ARG`` in :meth:`from_arg`.
 
     Attributes:
         iteration: the step of the dense round at which θk is taken (0: no snapshot needed).
@@ -30,6 +31,7 @@ class Rewind:
     """
 
     name: ClassVar[str] = ""
+    form: ClassVar[str] = ""  # how it is written, if not just its name (``iteration:K``)
     keeps_weights: ClassVar[bool] = False
     iteration: int = 0
 
@@ -37,6 +39,13 @@ class Rewind:
     def parse(cls, text: str) -> "Rewind":
         """The mode of ``text``: ``NAME`` or ``NAME:ARG`` (``iteration:500``)."""
         return parse(text)
+
+    @classmethod
+    def from_arg(cls, arg: str) -> "Rewind":
+        """The mode for the text after ``NAME:`` (none for most modes; ValueError if wrong)."""
+        if arg:
+            raise ValueError(arg)
+        return cls()
 
     @property
     def mode(self) -> str:
@@ -59,27 +68,30 @@ class Rewind:
         return self.name
 
 
-REWINDS: Registry[Callable[[str], Rewind]] = Registry("rewind mode")  # name -> factory of its ARG ("" if none)
+REWINDS: Registry[type[Rewind]] = Registry("rewind mode")
 
 
-def _plain(cls):
-    """Register a mode that takes no argument."""
-    def make(arg: str) -> Rewind:
-        if arg:
-            raise ValueError(arg)
-        return cls()
-    REWINDS.add(cls.name, make)
+def register(cls: type[Rewind]) -> type[Rewind]:
+    """Class decorator: make ``cls`` a rewind mode under its :attr:`~Rewind.name`."""
+    REWINDS.add(cls.name, cls)
     return cls
 
 
-@_plain
+@register
 class ToInit(Rewind):
     name = "init"
 
 
+@register
 @dataclass(frozen=True)
 class ToIteration(Rewind):
-    name = "iteration"
+    name, form = "iteration", "iteration:K"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> Rewind:
+        if not arg.isdigit():
+            raise ValueError(arg)
+        return cls(int(arg)) if int(arg) > 0 else ToInit()  # iteration:0 is θ0
 
     def optimizer_iteration(self, ended: int) -> int:
         return self.iteration
@@ -91,16 +103,7 @@ class ToIteration(Rewind):
         return f"iteration:{self.iteration}"
 
 
-def _to_iteration(arg: str) -> Rewind:
-    if not arg.isdigit():
-        raise ValueError(arg)
-    return ToIteration(int(arg)) if int(arg) > 0 else ToInit()  # iteration:0 is θ0
-
-
-REWINDS.add("iteration", _to_iteration)
-
-
-@_plain
+@register
 class LearningRate(Rewind):
     name = "lr"
     keeps_weights = True
@@ -109,7 +112,7 @@ class LearningRate(Rewind):
         return previous
 
 
-@_plain
+@register
 class FineTune(LearningRate):
     name = "finetune"
 
@@ -117,13 +120,18 @@ class FineTune(LearningRate):
         return ended
 
 
+def forms() -> str:
+    """The registered modes as written: ``init | iteration:K | lr | finetune``."""
+    return " | ".join(cls.form or cls.name for cls in REWINDS.entries.values())
+
+
 def parse(text: str) -> Rewind:
     """The rewind mode ``text`` names, or a one-line error listing the forms."""
     name, _, arg = str(text).partition(":")
     try:
-        return REWINDS.entries[name](arg)
+        return REWINDS.entries[name].from_arg(arg)
     except (KeyError, ValueError):
-        raise TfLthError(f"unknown rewind {text!r}: use init, iteration:K (K >= 0 steps), lr or finetune") from None
+        raise TfLthError(f"unknown rewind {text!r}: use {forms()} (K >= 0 steps)") from None
 
 
 # -- survivors ------------------------------------------------------------------------------------
