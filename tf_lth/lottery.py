@@ -8,6 +8,7 @@ and gives the optimizer a fresh state.
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import replace
 
@@ -156,10 +157,10 @@ class LotteryTicket:
         """Write the masks, and ``source`` (survivors per the survivors action) into the kernels."""
         values = list(source)
         rng = self.rng("survivors")
-        fresh = self.fresh_values(self.rng("reinit").integers(2**31)) if self.config.survivors == "reinit" else None
+        draws = functools.cache(lambda: self.fresh_values(self.rng("reinit").integers(2**31)))  # if an action asks
         for k, i in self.masked.kernels.items():
             values[i] = survivor_values(self.config.survivors, self.theta0[i], self.masks[k], source[i],
-                                        None if fresh is None else fresh[i], rng)
+                                        lambda i=i: draws()[i], rng)
         self._write_masks()
         self.masked.assign(values)
 

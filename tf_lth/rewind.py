@@ -136,7 +136,8 @@ def parse(text: str) -> Rewind:
 
 # -- survivors ------------------------------------------------------------------------------------
 Survivors = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
-# name -> values(theta0, mask, source, fresh, rng): what the kept weights of one kernel become
+# name -> values(theta0, mask, source, fresh, rng): what the kept weights of one kernel become; ``fresh``
+# is a new draw from the layer's initializer, or a function returning one (drawn only if asked for)
 SURVIVORS: Registry[Survivors] = Registry("survivors action")
 
 
@@ -146,7 +147,7 @@ def signed_constant(theta0: np.ndarray) -> np.ndarray:
 
 
 SURVIVORS.add("original", lambda theta0, mask, source, fresh, rng: source)
-SURVIVORS.add("reinit", lambda theta0, mask, source, fresh, rng: fresh)
+SURVIVORS.add("reinit", lambda theta0, mask, source, fresh, rng: fresh() if callable(fresh) else fresh)
 
 
 @SURVIVORS.register("reshuffle")
@@ -163,11 +164,11 @@ SURVIVORS.add("random_sign_constant", lambda theta0, mask, source, fresh, rng: (
 
 
 def survivor_values(action: str, theta0: np.ndarray, mask: np.ndarray, source: np.ndarray,
-                    fresh: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+                    fresh, rng: np.random.Generator) -> np.ndarray:
     """Values of a kernel's kept weights under ``action`` (zeros elsewhere).
 
     ``source`` holds the rewound weights (θ0, θk or θ_final), ``fresh`` a new draw from the
-    layer's initializer. Constants use σ = std of the layer's θ0 (the initializer's spread).
+    layer's initializer (or a function that draws it). Constants use σ = std of the layer's θ0 (the initializer's spread).
     """
     values = SURVIVORS.get(action)(theta0, mask, source, fresh, rng)
     return np.where(mask, values, 0).astype(theta0.dtype)
