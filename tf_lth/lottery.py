@@ -120,9 +120,8 @@ class LotteryTicket:
     @classmethod
     def one_shot(cls, model, theta0: list, final: list, config: TicketConfig | None = None,
                  **options) -> "LotteryTicket":
-        """A ticket of ``model`` pruned in one round from (θ0, θ_final), e.g. a dense network trained
-        once, by the config's criterion and rates (see :func:`tf_lth.masks.level_rates` for rates
-        that reach a level of weights remaining), and rewound by its survivors/pruned actions."""
+        """A ticket of ``model`` pruned in one round from (θ0, θ_final) by the config's criterion and
+        rates (:func:`tf_lth.masks.level_rates` reaches a level), rewound by its survivors action."""
         ticket = cls(model, config, **options)
         ticket.theta0 = list(theta0)
         ticket.set_masks({k: np.ones_like(m) for k, m in ticket.masks.items()}, weights=final)
