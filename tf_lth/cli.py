@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from tf_lth import config as config_lib
-from tf_lth import datasets
+from tf_lth import datasets, results
 from tf_lth.errors import TfLthError
 
 PROG = "tf-lth"
@@ -80,6 +80,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: runs/<model>_<dataset>)")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress (round lines stay); without a terminal, one line per epoch")
     parser.add_argument("--restart-round", type=int, metavar="K", help="discard rounds >= K and redo them")
+    parser.add_argument("--seeds", metavar="SEEDS", default=argparse.SUPPRESS,
+                        help="replicates: 0-4 or 0,3,7 runs OUTPUT/seed_<s>/ per seed, then the aggregate "
+                             "(mean, min, max per round) and its plots")
     group = parser.add_argument_group("experiment (defaults: the paper's values for the model)")
     config_lib.add_flags(group, config_lib.ExperimentConfig)
 
@@ -107,25 +110,59 @@ def _read_text(path: str) -> str:
         raise TfLthError(f"cannot read config file {path}: {e.strerror}") from None
 
 
-RUN_ONLY = ("config", "output", "quiet", "restart_round", "command")
+RUN_ONLY = ("config", "output", "quiet", "restart_round", "command", "seeds")
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    options = _read_config(args.config) if args.config else {}
+    options.update({k: v for k, v in vars(args).items() if k not in RUN_ONLY or k == "seeds"})
+    return options
 
 
 def run_config(args: argparse.Namespace) -> config_lib.ExperimentConfig:
     """The experiment config: defaults, overridden by the config file, overridden by flags."""
-    options = _read_config(args.config) if args.config else {}
-    options.update({k: v for k, v in vars(args).items() if k not in RUN_ONLY})
+    options = _run_options(args)
+    options.pop("seeds", None)
     return config_lib.ExperimentConfig.from_dict(options)
 
 
+def run_seeds(args: argparse.Namespace) -> tuple | None:
+    """The replicate seeds (``--seeds`` or the config file's ``seeds``), or None for one run."""
+    seeds = _run_options(args).get("seeds")
+    return None if seeds is None else results.parse_seeds(seeds)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run (or resume) a lottery-ticket experiment into its output folder."""
-    config = run_config(args)  # a bad option is reported before TensorFlow loads
-    from tf_lth.experiment import Experiment
+    """Run (or resume) a lottery-ticket experiment into its output folder, or one per seed."""
+    config, seeds = run_config(args), run_seeds(args)  # a bad option is reported before TensorFlow loads
+    from tf_lth.experiment import Experiment, run_replicates
 
     output = args.output or f"runs/{config.model}_{config.dataset}"
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a line per epoch into logs and pipes
+    if seeds is not None:
+        run_replicates(config, output, seeds, verbose=verbose, restart_round=args.restart_round)
+        print(f"results in {output}/ (seed_<s>/ per seed; aggregate.json, aggregate.csv, plots/)")
+        return 0
     Experiment(config, output, verbose=verbose).run(restart_round=args.restart_round)
     print(f"results in {output}/ (results.json, results.csv, plots/{', export/' if config.export else ''})")
+    return 0
+
+
+def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or replicate folders (--seeds)")
+    parser.add_argument("--metric", default="test_accuracy",
+                        help="what to plot against weights remaining (default: %(default)s; e.g. "
+                             "early_stop_iteration, supermask_test_accuracy, controls.random_reinit.test_accuracy)")
+    parser.add_argument("-o", "--output", metavar="PNG", help="figure path (default: compare_<metric>.png)")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """One table and one figure of several runs, labelled by what differs in their configs."""
+    from tf_lth import replicates
+
+    table, path = replicates.compare(args.run_dirs, args.metric, args.output)
+    print(table)
+    print(f"figure: {path}")
     return 0
 
 
@@ -161,6 +198,8 @@ def _export(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",
                       _add_export_arguments, _export),
+    "compare": Command("compare runs or replicates: one table and figure against weights remaining",
+                       _add_compare_arguments, compare),
     "run": Command("find lottery tickets: rounds, controls, plots, export (resumable)", _add_run_arguments, run),
     "train": Command("train the dense network briefly and report its test accuracy", _add_train_arguments, train),
 }

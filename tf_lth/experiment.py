@@ -12,17 +12,17 @@ batch order depends only on ``(seed, round, epoch)`` the resumed run equals an u
 """
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from tf_lth import controls, networks, store, supermask
+from tf_lth import controls, networks, replicates, store, supermask
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
-from tf_lth.io import atomic_write, read_json, write_json
+from tf_lth.io import read_json, write_json
+from tf_lth.results import SEED_FOLDER, flatten, summary_table, write_csv
 from tf_lth.keras2 import keras
 from tf_lth.lottery import LotteryTicket
 from tf_lth.training import compile_round, steps_per_epoch, train_round
@@ -186,36 +186,16 @@ class Experiment:
 
     def _write_results(self, results: list) -> None:
         write_json(self.out / "results.json", {"config": self.config.to_dict(), "rounds": results})
-        flat = [flatten(r) for r in results]
-        columns = list(dict.fromkeys(k for row in flat for k in row))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, columns)
-        writer.writeheader()
-        writer.writerows(flat)
-        atomic_write(self.out / "results.csv", lambda f: f.write(buf.getvalue().encode()))
+        write_csv(self.out / "results.csv", results)
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """Nested mappings as one level of ``a.b`` keys (results.csv's columns, config comparison)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def summary_table(results: list, controls: tuple) -> str:
-    """The end-of-run table: one line per round (smask_sc: untrained supermask over signed constants)."""
-    head = f"{'round':>5} {'remain%':>8} {'test':>7} {'es_iter':>8} {'es_test':>8} {'smask_sc':>9}"
-    head += "".join(f" {c:>14}" for c in controls)
-    lines = [head]
-    for r in results:
-        line = (f"{r['round']:>5} {100 * r['weights_remaining']:>8.2f} {r['test_accuracy']:>7.4f} "
-                f"{r['early_stop_iteration']:>8} {r['early_stop_test_accuracy']:>8.4f} "
-                f"{r['supermask_signed_constant_test_accuracy']:>9.4f}")
-        line += "".join(f" {r['controls'][c]['test_accuracy']:>14.4f}" if c in r["controls"] else f" {'-':>14}"
-                        for c in controls)
-        lines.append(line)
-    return "\n".join(lines)
+def run_replicates(config: ExperimentConfig, output, seeds, verbose: int = 1, log=print,
+                   restart_round: int | None = None) -> dict:
+    """Run ``config`` once per seed into ``output/seed_<s>/`` (in sequence, each resumable: a finished
+    seed is read back, not retrained), then write the aggregate (see :mod:`tf_lth.replicates`)."""
+    output = Path(output)
+    for seed in seeds:
+        log(f"== seed {seed}")
+        folder = output / SEED_FOLDER.format(seed)
+        Experiment(replace(config, seed=seed), folder, verbose=verbose, log=log).run(restart_round=restart_round)
+    return replicates.aggregate_folder(output, seeds)

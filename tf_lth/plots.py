@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from tf_lth.io import atomic_write  # noqa: E402
+from tf_lth.results import value  # noqa: E402
 
 
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # weights remaining (%) labelled on the log axis
@@ -71,4 +72,48 @@ def plot_results(results: list, folder) -> list[Path]:
     _figure(results, "test_accuracy", "test accuracy (end of training)", "Lottery ticket vs controls", paths[0])
     _figure(results, "early_stop_iteration", "early-stopping iteration (min val loss)",
             "Iteration of minimum validation loss", paths[1])
+    return paths
+
+
+def band_figure(series: dict, dense, ylabel: str, title: str, path: Path) -> None:
+    """Lines of means with their min-max bands against weights remaining: ``series`` maps a name to
+    ``[(x %, mean, min, max), ...]``; ``dense`` is ``(mean, min, max)`` of the dense round or None."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    xs = []
+    for name, points in series.items():
+        points = sorted(p for p in points if p[1] is not None)
+        if not points:
+            continue
+        x, mean, lo, hi = (list(v) for v in zip(*points))
+        line, = ax.plot(x, mean, marker="o", label=name)
+        if lo != hi:
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        xs += x
+    if dense is not None and dense[0] is not None:
+        ax.axhline(dense[0], color="gray", linestyle="--", label="dense (100%)")
+        if dense[1] != dense[2]:
+            ax.axhspan(dense[1], dense[2], color="gray", alpha=0.1, linewidth=0)
+    weights_remaining_axis(ax, xs)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def plot_aggregate(aggregate: dict, folder) -> list[Path]:
+    """The two figures of :func:`plot_results` for replicates: the mean over seeds of the ticket and of
+    each control, with a band from the min to the max (Frankle & Carbin's error bars)."""
+    folder, rows, n = Path(folder), aggregate["rounds"], len(aggregate["seeds"])
+    paths = [folder / "accuracy_vs_weights_remaining.png", folder / "early_stop_vs_weights_remaining.png"]
+    for path, key, ylabel in zip(paths, ("test_accuracy", "early_stop_iteration"),
+                                 ("test accuracy (end of training)", "early-stopping iteration (min val loss)")):
+        controls = sorted({k.split(".")[1] for row in rows for k in row if k.startswith("controls.")})
+        names = {"ticket": key, **{c: f"controls.{c}.{key}" for c in controls}}
+        series = {name: [(100 * value(r, "weights_remaining")[0], *value(r, metric)) for r in rows if r["round"]]
+                  for name, metric in names.items()}
+        dense = next((value(r, key) for r in rows if r["round"] == 0), None)
+        band_figure(series, dense, ylabel, f"Mean and min-max over {n} seeds", path)
     return paths

@@ -126,14 +126,14 @@ def train_round(ticket: LotteryTicket, data, training: TrainingConfig, *, seed: 
     cb = ticket.callback(test_data=test, validation_data=val if training.eval_every else None,
                          eval_every=training.eval_every)
     first = restore(ticket, checkpoint, cb) if checkpoint is not None and checkpoint.exists() else 0
-    batch_seed = np.random.default_rng([seed, round_, zlib.crc32(b"batches")]).integers(2**31)
-    train, steps = data.epochs(training.batch_size, epochs, seed=batch_seed, initial_epoch=first)
     callbacks = [cb]
     if checkpoint is not None:
         callbacks.append(EpochCheckpoint(ticket, checkpoint, cb))
     if tensorboard is not None:
         callbacks.append(keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0))
     if first < epochs:
+        batch_seed = np.random.default_rng([seed, round_, zlib.crc32(b"batches")]).integers(2**31)
+        train, steps = data.epochs(training.batch_size, epochs, seed=batch_seed, initial_epoch=first)
         ticket.model.fit(train, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
                          validation_data=None if training.eval_every else val, callbacks=callbacks, verbose=verbose)
     else:  # killed after the last epoch's checkpoint: the round is trained, record it
