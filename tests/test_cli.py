@@ -79,9 +79,9 @@ def test_help(capsys):
         assert flag in out
 
 
-def test_help_lists_the_three_commands(capsys):
+def test_help_lists_the_commands(capsys):
     assert cli.main(["--help"]) == 0
-    assert re.findall(r"^    (\w+)  ", capsys.readouterr().out, re.M) == ["export", "run", "train"]
+    assert re.findall(r"^    (\w+)  ", capsys.readouterr().out, re.M) == ["run", "branch", "compare", "export", "train"]
 
 
 def test_each_command_runs_its_own_handler(tmp_path, capsys):

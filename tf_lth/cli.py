@@ -148,6 +148,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
+    from tf_lth import controls, rewind
+
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or partly finished) tf-lth run folder")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--control", choices=controls.CONTROLS.names(), help="train this control at the rounds")
+    what.add_argument("--survivors", choices=rewind.SURVIVORS.names(),
+                      help="the run's masks and rewind point, survivors restarted by this action")
+    parser.add_argument("--rounds", metavar="K,...", help="rounds to branch (default: every pruned round finished)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are now (default: the run's)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress")
+
+
+def branch(args: argparse.Namespace) -> int:
+    """Run a control or a survivors variant off a finished experiment, retraining nothing it holds."""
+    from tf_lth import branches
+
+    kind, value = ("control", args.control) if args.control else ("survivors", args.survivors)
+    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
+    out = branches.run_branch(args.run_dir, kind, value, args.rounds, data_dir=args.data_dir, verbose=verbose)
+    for row in out["rounds"]:
+        print(f"round {row['round']}  weights {100 * row['weights_remaining']:.1f}%  test {row['test_accuracy']:.4f}")
+    print(f"results in {Path(args.run_dir) / branches.BRANCHES / branches.branch_name(kind, value)}/")
+    return 0
+
+
 def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or replicate folders (--seeds)")
     parser.add_argument("--metric", default="test_accuracy",
@@ -195,12 +221,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Command] = {
-    "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",
-                      _add_export_arguments, _export),
+COMMANDS: dict[str, Command] = {  # in the order of the work: find, vary, compare, ship
+    "run": Command("find lottery tickets: rounds, controls, plots, export (resumable)", _add_run_arguments, run),
+    "branch": Command("run a control or survivors variant off a finished run (nothing retrained)",
+                      _add_branch_arguments, branch),
     "compare": Command("compare runs or replicates: one table and figure against weights remaining",
                        _add_compare_arguments, compare),
-    "run": Command("find lottery tickets: rounds, controls, plots, export (resumable)", _add_run_arguments, run),
+    "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",
+                      _add_export_arguments, _export),
     "train": Command("train the dense network briefly and report its test accuracy", _add_train_arguments, train),
 }
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tf_lth import controls, networks, replicates, store, supermask
+from tf_lth import branches, controls, networks, replicates, store, supermask
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
@@ -66,6 +66,10 @@ class Experiment:
         for rd in (self.out / "rounds").glob("*"):
             if rd.name.isdigit() and int(rd.name) >= k:
                 shutil.rmtree(rd)
+        for rd in (self.out / branches.BRANCHES).glob("*/rounds/*"):  # they would describe the old masks
+            if rd.name.isdigit() and int(rd.name) >= k:
+                shutil.rmtree(rd)
+                (rd.parent.parent / "results.json").unlink(missing_ok=True)
         if k == 0:
             for name in ("ticket.json", "theta0.npz", "thetak.npz"):
                 (self.out / name).unlink(missing_ok=True)
@@ -140,7 +144,7 @@ class Experiment:
         self._write_results(results)
         from tf_lth import plots
 
-        plots.plot_results(results, self.out / "plots")
+        plots.plot_results(branches.rows_with_branches(self.out), self.out / "plots")  # branches stay drawn
         if cfg.export and results and not (self.out / "export" / f"round_{results[-1]['round']}").exists():
             self._export(ticket, results[-1]["round"])
         self.log(summary_table(results, cfg.controls))

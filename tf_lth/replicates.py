@@ -62,9 +62,9 @@ def compare(folders: list, metric: str = "test_accuracy", path=None) -> tuple[st
     if not any(results.value(row, metric)[0] is not None for run in runs for row in run["rows"]):
         raise TfLthError(f"no run has {metric!r}: use one of {', '.join(METRICS)} (or a flattened control key, "
                          "e.g. controls.random_reinit.test_accuracy)")
-    series = {name: [(100 * results.value(r, "weights_remaining")[0], *results.value(r, metric))
-                     for r in run["rows"] if r["round"]] for name, run in zip(names, runs)}
+    series = {name: [(100 * results.value(r, "weights_remaining")[0], *results.value(r, metric)) for r in run["rows"]]
+              for name, run in zip(names, runs)}  # the dense round included: each line starts at 100%
     path = Path(path or f"compare_{metric}.png")
-    plots.band_figure(series, None, metric.replace("_", " "), "; ".join(
-        f"{n}" for n in names) if len(names) <= 3 else f"{len(names)} runs", path)
+    title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} runs"
+    plots.band_figure(series, None, metric.replace("_", " "), title, path)
     return results.compare_table(runs, names, metric), path
