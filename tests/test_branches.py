@@ -133,3 +133,20 @@ def test_a_survivors_branch_of_the_experiments_own_action_repeats_its_round(run_
     own = read_json(out / "rounds" / "1" / "result.json")
     for key in ("weights_remaining", "test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", "iterations"):
         assert mine[key] == own[key], key
+
+
+def test_a_rewind_branch_restarts_the_rounds_masks_from_the_previous_rounds_weights(run_dir):
+    run_dir, _ = run_dir
+    ticket = store.load(run_dir, round=2)
+    twin = branches.make_twin(ticket, "rewind", "lr", run_dir)
+    previous = read_npz(run_dir / "rounds" / "1" / "weights.npz")
+    masks = read_npz(run_dir / "rounds" / "2" / "masks.npz")
+    weights = twin.get_weights()
+    for key, i in twin.kernels().items():
+        assert np.array_equal(twin.masks[key], masks[key.replace("/", "|")])
+        np.testing.assert_array_equal(weights[i], previous[f"w{i}"] * masks[key.replace("/", "|")])
+    assert twin.pending_step == 0  # lr: the learning-rate schedule restarts, the weights do not
+    with pytest.raises(TfLthError, match="needs θk at step 5"):
+        branches.make_twin(ticket, "rewind", "iteration:5", run_dir)
+    with pytest.raises(TfLthError, match="unknown rewind"):
+        branches.check("rewind", "sometime")

@@ -1,7 +1,7 @@
 """Branches: something new run off a finished experiment, as OpenLTH's branches are.
 
 A question asked after a run (does round 6's ticket need its structure? do its survivors do as well
-as signed constants?) should cost one twin's training per round it asks about, not a rerun of
+as signed constants? would its masks train better rewound to the previous round's weights?) should cost one twin's training per round it asks about, not a rerun of
 the experiment. A branch loads the ticket of each chosen round from the experiment's folder
 (:func:`tf_lth.store.load`), makes a twin of it (:data:`BRANCH_KINDS`) and trains that twin
 exactly as the runner trains its own controls, so a branch that repeats one of them gives its very
@@ -24,7 +24,8 @@ from tf_lth import controls, store, training
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
-from tf_lth.io import read_json, write_json
+from tf_lth import rewind as rewind_lib
+from tf_lth.io import read_json, read_npz, write_json
 from tf_lth.registry import Registry
 from tf_lth.rewind import SURVIVORS
 
@@ -33,7 +34,7 @@ BRANCHES = "branches"  # the folder of an experiment that holds its branches
 
 class BranchKind(NamedTuple):
     """What a branch may be: the registry its value names an entry of (so an unknown value is the
-    registry's own one-line error, given before anything loads) and ``make(ticket, value)``, the twin
+    registry's own one-line error, given before anything loads) and ``make(ticket, value, run_dir)``, the twin
     of a round's ticket that the branch trains."""
 
     values: Registry
@@ -43,13 +44,13 @@ class BranchKind(NamedTuple):
 BRANCH_KINDS: Registry[BranchKind] = Registry("branch kind")
 
 
-def control_twin(ticket, value: str):
+def control_twin(ticket, value: str, run_dir=None):
     """The ``value`` control of the round, made as the runner makes its own controls (same seeds), so
     a control the experiment ran is reproduced exactly and a new one is what the runner would give."""
     return controls.make(ticket, value)
 
 
-def survivors_twin(ticket, value: str):
+def survivors_twin(ticket, value: str, run_dir=None):
     """The round's masks and rewind point (θ0, θk or the previous round's weights), its survivors
     restarted by the ``value`` action: only what the kept weights start from differs from the ticket,
     and the action draws (``reshuffle``, ``reinit``) from the seeds the experiment would have used."""
@@ -62,20 +63,45 @@ def survivors_twin(ticket, value: str):
     return twin
 
 
+def rewind_twin(ticket, value: str, run_dir):
+    """The round's masks over another rewind point: ``init`` (θ0), ``lr`` / ``finetune`` (the previous
+    round's trained weights, read from ``run_dir``; ``finetune`` also keeps its optimizer step) or
+    ``iteration:K`` (θk, if the experiment took it at that K); the survivors action stays the run's."""
+    mode = rewind_lib.parse(value)
+    if mode.needs_snapshot and (ticket.thetak is None or ticket.rewind.iteration != mode.iteration):
+        raise TfLthError(f"rewind {value} needs θk at step {mode.iteration}, which {run_dir} did not record: "
+                         f"run the experiment with --rewind {value}")
+    k = ticket.round
+    twin = ticket.twin()
+    twin.config, twin.rewind = replace(twin.config, rewind=value), mode
+    twin.theta0, twin.thetak = list(ticket.theta0), ticket.thetak
+    twin.masks = {key: m.copy() for key, m in ticket.masks.items()}
+    previous = Path(run_dir) / "rounds" / str(k - 1) / "weights.npz"
+    twin.start_weights = store.unnumbered(read_npz(previous), len(ticket.theta0), previous)
+    twin.rewind_to(twin.rewind_source())
+    step = mode.optimizer_iteration(ticket.steps.get(k - 1, [0, None])[1] or 0)
+    twin.steps, twin.pending_step = {k: [step, None]}, step
+    return twin
+
+
 BRANCH_KINDS.add("control", BranchKind(controls.CONTROLS, control_twin))
 BRANCH_KINDS.add("survivors", BranchKind(SURVIVORS, survivors_twin))
+BRANCH_KINDS.add("rewind", BranchKind(rewind_lib.REWINDS, rewind_twin))
 
 
 def check(kind: str, value: str) -> BranchKind:
     """The kind of branch ``kind``, with ``value`` one of its choices (else a one-line error)."""
     branch_kind = BRANCH_KINDS.get(kind)
-    branch_kind.values.get(value)
+    branch_kind.values.get(str(value).partition(":")[0])  # iteration:K names the mode "iteration"
+    if branch_kind.values is rewind_lib.REWINDS:
+        rewind_lib.parse(value)
     return branch_kind
 
 
-def make_twin(ticket, kind: str, value: str):
-    """The twin that the ``kind``/``value`` branch trains at ``ticket``'s round (not compiled)."""
-    return check(kind, value).make(ticket, value)
+def make_twin(ticket, kind: str, value: str, run_dir=None):
+    """The twin that the ``kind``/``value`` branch trains at ``ticket``'s round (not compiled);
+    ``run_dir``: the experiment's folder (a rewind branch reads the previous round's weights there)."""
+    return check(kind, value).make(ticket, value, run_dir)
 
 
 def branch_name(kind: str, value: str) -> str:
@@ -139,7 +165,7 @@ def run_branch(run_dir, kind: str, value: str, rounds: Iterable[int] | str | Non
             data = data_lib.load(cfg.dataset, data_dir or cfg.data_dir, cfg.validation, cfg.seed)
             val, test = data.pipeline("val", 1000), data.pipeline("test", 1000)
         started, checkpoint = time.time(), done.parent / "ticket.ckpt.npz"
-        twin = branch_kind.make(store.load(run_dir, round=k), value)
+        twin = branch_kind.make(store.load(run_dir, round=k), value, run_dir)
         training.compile_round(twin, cfg.training, training.steps_per_epoch(data, cfg.training))
         result = training.train_round(twin, data, cfg.training, seed=cfg.seed, round_=k, val=val, test=test,
                                       checkpoint=checkpoint, tensorboard=None, verbose=verbose)

@@ -156,6 +156,7 @@ def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--control", choices=controls.CONTROLS.names(), help="train this control at the rounds")
     what.add_argument("--survivors", choices=rewind.SURVIVORS.names(),
                       help="the run's masks and rewind point, survivors restarted by this action")
+    what.add_argument("--rewind", metavar="MODE", help=f"the run's masks rewound to another point: {rewind.forms()}")
     parser.add_argument("--rounds", metavar="K,...", help="rounds to branch (default: every pruned round finished)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are now (default: the run's)")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress")
@@ -165,7 +166,8 @@ def branch(args: argparse.Namespace) -> int:
     """Run a control or a survivors variant off a finished experiment, retraining nothing it holds."""
     from tf_lth import branches
 
-    kind, value = ("control", args.control) if args.control else ("survivors", args.survivors)
+    kind, value = next((k, v) for k, v in (("control", args.control), ("survivors", args.survivors),
+                                            ("rewind", args.rewind)) if v)
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
     out = branches.run_branch(args.run_dir, kind, value, args.rounds, data_dir=args.data_dir, verbose=verbose)
     for row in out["rounds"]:
