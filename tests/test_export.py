@@ -247,7 +247,7 @@ def test_m_by_n_ticket_keeps_at_most_2_of_4_inputs(tmp_path):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run folder with rounds 0 and 1 saved by LotteryTicket.save (untrained, 50% pruned)."""
+    """A run folder with rounds 0 and 1 saved by tf_lth.store.save (untrained, 50% pruned)."""
     path = tmp_path_factory.mktemp("runs") / "lenet_run"
     ticket = lenet_ticket(0, rates={"dense": 0.5, "output": 0.5})
     tf_lth.store.save(ticket, path)
