@@ -63,7 +63,7 @@ def test_no_import_cycle_in_the_package():
 
 LINES, CLASS_LINES = 250, 150
 # over the limits on purpose, each with its reason in the README's "Layout" (module or class: limit)
-EXCEPTIONS = {"config.py": 290, "export.py": 280, "cli.py": 280, "LotteryTicket": 240, "Experiment": 175}
+EXCEPTIONS = {"config.py": 290, "export.py": 280, "cli.py": 280, "LotteryTicket": 210, "Experiment": 175}
 
 
 def test_modules_and_classes_are_small_or_explained():

@@ -16,6 +16,7 @@ import numpy as np
 
 from tf_lth import controls
 from tf_lth import masks as masks_lib
+from tf_lth import rates as rates_lib
 from tf_lth.callbacks import TicketCallback
 from tf_lth.config import TicketConfig
 from tf_lth.errors import TfLthError
@@ -23,9 +24,6 @@ from tf_lth.keras2 import keras, require_graph_model
 from tf_lth.masked import MaskedModel
 from tf_lth import rewind as rewind_lib
 from tf_lth.rewind import survivor_values
-
-DEFAULT_RATE = 0.2  # Frankle & Carbin's fc rate, when the config gives none
-
 
 class LotteryTicket:
     """Find a winning ticket of ``model`` with ``model.fit``.
@@ -55,29 +53,9 @@ class LotteryTicket:
         self.steps: dict[int, list] = {0: [0, None]}
         self.pending_step: int | None = None  # the step the next fit starts from (set once per round)
         self.start_weights: list[np.ndarray] | None = None  # lr/finetune: the trained weights rewound from
-        self.rates = self._resolve_rates()
-
-    def _resolve_rates(self) -> dict[str, float]:
-        rates, out = self.config.rates or {}, {}
-        rate = DEFAULT_RATE if self.config.rate is None else self.config.rate
-        kinds = {k: _kind(layer) for k, layer in self.masked.layers.items()}
-        names = sorted({layer.name for layer in self.masked.layers.values()})
-        valid = {*names, *kinds.values(), "output"}
-        unknown = sorted(set(rates) - valid)
-        if unknown:
-            raise TfLthError(f"rates key(s) {', '.join(unknown)} name no prunable layer or kind of this model: "
-                             f"use a layer name ({', '.join(names)}) or a kind ({', '.join(sorted(set(kinds.values())))}"
-                             ", output)")
-        outputs = self.masked.output_layer_names()
-        for key, layer in self.masked.layers.items():
-            base = rates.get(kinds[key], rate)
-            if layer.name in rates:
-                out[key] = rates[layer.name]
-            elif layer.name in outputs and self.config.scope == "layerwise":
-                out[key] = rates.get("output", base / 2)
-            else:
-                out[key] = base
-        return out
+        layers = {k: (layer.name, rates_lib.kind(type(layer).__name__)) for k, layer in self.masked.layers.items()}
+        self.rates = rates_lib.layer_rates(layers, self.masked.output_layer_names(), self.config.rate,
+                                           self.config.rates, layerwise=self.config.scope == "layerwise")
 
     # -- the procedure -------------------------------------------------------------------
     def callback(self, test_data=None, validation_data=None, eval_every: int | None = None) -> TicketCallback:
@@ -243,8 +221,3 @@ class LotteryTicket:
     def kernel(self, key: str) -> np.ndarray:
         """Current value of the kernel ``key`` (e.g. ``"fc1/kernel"``) as its variable holds it."""
         return self.masked.kernel(key)
-
-
-def _kind(layer) -> str:
-    """A layer's kind for ``rates``: ``conv`` for every convolution, else its class name in lower case."""
-    return "conv" if "conv" in type(layer).__name__.lower() else type(layer).__name__.lower()
