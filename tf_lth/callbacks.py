@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from tf_lth import keras2  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
+from tf_lth import stopping
 from tf_lth.config import check_steps_per_execution
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
@@ -22,19 +23,24 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks 
 @dataclass
 class RoundProgress:
     """Where the training of a round stands: the optimizer step it started at (``None`` before it
-    starts), the steps trained and the curve so far. A runner checkpoints it (:meth:`to_dict`) and
-    gives it back to a new callback to resume the round (:meth:`TicketCallback.resume`)."""
+    starts), the steps trained, the curve so far, the distances between successive early-bird
+    candidate masks and why it stopped early (``None``: it did not). A runner checkpoints it
+    (:meth:`to_dict`) and gives it back to a new callback to resume the round
+    (:meth:`TicketCallback.resume`)."""
 
     start: int | None = None
     steps: int = 0
     curve: list = field(default_factory=list)
+    distances: list = field(default_factory=list)
+    stopped: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RoundProgress":
-        return cls(None if d["start"] is None else int(d["start"]), int(d["steps"]), list(d["curve"]))
+        return cls(None if d["start"] is None else int(d["start"]), int(d["steps"]), list(d["curve"]),
+                   list(d.get("distances", [])), d.get("stopped"))
 
 
 class TicketCallback(UpdatePruningStep):
@@ -47,10 +53,17 @@ class TicketCallback(UpdatePruningStep):
         validation_data: validation set for ``eval_every``; by default the curve uses the
             ``val_loss`` that ``fit(validation_data=...)`` reports at each epoch end.
         eval_every: evaluate every this many steps instead of once per epoch (the papers use 100).
+        early_bird: at each evaluation point, draw the mask ``next_round`` would draw now and stop
+            the round once it changed in less than this fraction of the weights ``early_bird_patience``
+            points in a row (:mod:`tf_lth.stopping`); ``None``: train to the end.
+        patience: stop after this many evaluation points without a lower validation loss.
     """
 
-    def __init__(self, ticket, test_data=None, validation_data=None, eval_every: int | None = None):
+    def __init__(self, ticket, test_data=None, validation_data=None, eval_every: int | None = None,
+                 early_bird: float | None = None, early_bird_patience: int = 3, patience: int | None = None):
         super().__init__()
+        self.early_bird, self.early_bird_patience, self.patience = early_bird, early_bird_patience, patience
+        self.candidate: dict | None = None  # the last early-bird candidate masks (checkpointed with progress)
         if eval_every is not None and validation_data is None:
             raise ValueError("eval_every needs validation_data= on the callback")
         self.ticket = ticket
@@ -66,9 +79,11 @@ class TicketCallback(UpdatePruningStep):
         """The round's evaluation points so far: iteration, val_loss, [val_accuracy, test_accuracy]."""
         return self.progress.curve
 
-    def resume(self, progress: RoundProgress) -> "TicketCallback":
-        """Continue a round interrupted after some epochs from its checkpointed :attr:`progress`."""
-        self.progress = RoundProgress(progress.start, progress.steps, list(progress.curve))
+    def resume(self, progress: RoundProgress, candidate: dict | None = None) -> "TicketCallback":
+        """Continue a round interrupted after some epochs from its checkpointed :attr:`progress` (and
+        the last early-bird :attr:`candidate` masks)."""
+        self.progress = RoundProgress.from_dict(progress.to_dict())
+        self.candidate = candidate
         return self
 
     def _implements_train_batch_hooks(self):
@@ -123,10 +138,31 @@ class TicketCallback(UpdatePruningStep):
         if self.test_data is not None:
             point["test_accuracy"] = accuracy(self.model, self.test_data)
         self.curve.append(point)
+        if self.early_bird is not None:
+            candidate = self.ticket.draw_masks()
+            if self.candidate is not None:
+                distance = stopping.mask_distance(self.candidate, candidate)
+                self.progress.distances.append({"iteration": point["iteration"], "distance": distance})
+                if stopping.early_bird_stop([p["distance"] for p in self.progress.distances], self.early_bird,
+                                            self.early_bird_patience):
+                    self.stop("early_bird")
+            self.candidate = candidate
+        if self.patience and stopping.val_loss_stop([p["val_loss"] for p in self.curve], self.patience):
+            self.stop("val_loss")
+
+    def stop(self, reason: str) -> None:
+        """End the round at this evaluation point (Keras stops after the current call of steps)."""
+        if self.progress.stopped is None:
+            self.progress.stopped = reason
+        self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         metrics = early_stop_metrics(self.curve)
         metrics["iterations"] = steps = self.progress.steps
+        if self.early_bird is not None or self.patience:
+            metrics["stopped"] = self.progress.stopped or "end"
+        if self.early_bird is not None:
+            metrics["mask_distance"] = self.progress.distances
         if self.test_data is not None:
             last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == steps else None
             metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(self.model, self.test_data)

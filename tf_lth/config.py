@@ -146,6 +146,15 @@ class TrainingConfig:
     # is compiled (XLA's CPU convolutions are ~1.6x slower than TensorFlow's on Conv-2)
     jit_compile: bool | None = option(None, "XLA for the whole training step", flag="--jit",
                                       shown="on, but for convolutional models without a GPU")
+    early_bird: float | None = option(None, "stop a ticket's intermediate round once the mask next_round would "
+                                      "draw changes in less than this fraction of the weights between evaluation "
+                                      "points, early_bird_patience times in a row (You et al. 2020)", parse=float,
+                                      metavar="EPS", shown="off")
+    early_bird_patience: int = option(3, "evaluation points in a row below the early-bird EPS", parse=int, metavar="N")
+    patience: int | None = option(None, "stop a ticket's intermediate round after N evaluation points without a "
+                                  "lower validation loss", parse=int, metavar="N", shown="off")
+    full_rounds: tuple = option((), "rounds that train to the end whatever the stop rules (the last always does)",
+                                parse=lambda t: tuple(int(v) for v in csv(t)), metavar="K,...", shown="none")
     # training steps per call into TensorFlow (Keras' steps_per_execution); None: the most, up to
     # 100, that keep every evaluation point, θk step and epoch end on a call's end
     steps_per_execution: int | None = option(None, "training steps per call into TensorFlow", parse=int,
@@ -153,6 +162,11 @@ class TrainingConfig:
                                              "evaluation point, rewind step and epoch end")
 
     def __post_init__(self):
+        if self.early_bird is not None and not 0 < self.early_bird < 1:
+            raise TfLthError(f"early_bird = {self.early_bird} must be a fraction strictly between 0 and 1")
+        _whole("early_bird_patience", self.early_bird_patience)
+        _whole("patience", self.patience)
+        object.__setattr__(self, "full_rounds", tuple(int(r) for r in self.full_rounds))
         if self.epochs is not None and self.iterations is not None:
             raise TfLthError("give epochs or iterations per round, not both")
         for name in ("epochs", "iterations", "batch_size", "eval_every", "steps_per_execution"):

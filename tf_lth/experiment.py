@@ -82,7 +82,13 @@ class Experiment:
         return train_round(ticket, self.data, self.config.training, seed=self.config.seed, round_=round_,
                            val=self.val, test=self.test,
                            checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
-                           tensorboard=self.out / "tensorboard" / f"round_{round_}" / name, verbose=self.verbose)
+                           tensorboard=self.out / "tensorboard" / f"round_{round_}" / name, verbose=self.verbose,
+                           may_stop=name == "ticket" and self.intermediate(round_))
+
+    def intermediate(self, round_: int) -> bool:
+        """Whether the ticket of ``round_`` only decides the next mask (its stop rules apply): every
+        round but the last and the config's ``full_rounds``."""
+        return round_ < self.config.rounds and round_ not in self.config.training.full_rounds
 
     def _compile(self, ticket: LotteryTicket) -> None:
         compile_round(ticket, self.config.training, steps_per_epoch(self.data, self.config.training))
@@ -145,6 +151,7 @@ class Experiment:
         from tf_lth import plots
 
         plots.plot_results(branches.rows_with_branches(self.out), self.out / "plots")  # branches stay drawn
+        plots.plot_mask_distance(results, self.out / "plots" / "mask_distance.png")
         if cfg.export and results and not (self.out / "export" / f"round_{results[-1]['round']}").exists():
             self._export(ticket, results[-1]["round"])
         self.log(summary_table(results, cfg.controls))
@@ -168,6 +175,10 @@ class Experiment:
             "layers_remaining": {k: 1 - s for k, s in ticket.sparsity().items()},
             "controls": {kind: self._control(ticket, kind, r) for kind in self.config.controls} if r else {},
         }
+        tr = self.config.training
+        if tr.early_bird is not None or tr.patience:  # stop rules on: why each round ended
+            row.update({"stopped": metrics.get("stopped", "end"),
+                        **{k: metrics[k] for k in ("mask_distance",) if k in metrics}})
         return row
 
     def _export(self, ticket: LotteryTicket | None, r: int) -> None:
@@ -189,7 +200,9 @@ class Experiment:
                  f"ETA {eta / 60:.1f} min")
 
     def _write_results(self, results: list) -> None:
-        write_json(self.out / "results.json", {"config": self.config.to_dict(), "rounds": results})
+        totals = {"total_iterations": sum(r.get("iterations") or 0 for r in results),
+                  "total_wall_seconds": round(sum(r.get("wall_seconds") or 0 for r in results), 2)}
+        write_json(self.out / "results.json", {"config": self.config.to_dict(), "rounds": results, **totals})
         write_csv(self.out / "results.csv", results)
 
 

@@ -30,8 +30,10 @@ NATIVE_NOISE = re.compile(
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$"
 )
 # Python-side warnings that say nothing is wrong: tf_keras loading a SavedModel for inference
-# (tf-lth's export check) notes that metrics are built only when it trains or evaluates.
-PYTHON_NOISE = ("Compiled the loaded model, but the compiled metrics have yet to be built",)
+# (tf-lth's export check) notes that metrics are built only when it trains or evaluates; and Keras
+# times the first batches' callbacks, where an evaluation point (``eval_every``) runs by design.
+PYTHON_NOISE = ("Compiled the loaded model, but the compiled metrics have yet to be built",
+                "Callback method `on_train_batch_end` is slow compared to the batch time")
 
 
 @contextlib.contextmanager

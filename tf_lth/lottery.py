@@ -58,9 +58,11 @@ class LotteryTicket:
                                            self.config.rates, layerwise=self.config.scope == "layerwise")
 
     # -- the procedure -------------------------------------------------------------------
-    def callback(self, test_data=None, validation_data=None, eval_every: int | None = None) -> TicketCallback:
-        """The Keras callback to pass to ``fit`` for this round (see :class:`TicketCallback`)."""
-        return TicketCallback(self, test_data=test_data, validation_data=validation_data, eval_every=eval_every)
+    def callback(self, test_data=None, validation_data=None, eval_every: int | None = None, **stops) -> TicketCallback:
+        """The Keras callback to pass to ``fit`` for this round (see :class:`TicketCallback`; ``stops``:
+        its early-bird and patience options)."""
+        return TicketCallback(self, test_data=test_data, validation_data=validation_data, eval_every=eval_every,
+                              **stops)
 
     def rng(self, purpose: str, round_: int | None = None) -> np.random.Generator:
         """A generator of its own for ``purpose`` in this round (seed, round, purpose): reproducible draws."""
@@ -82,18 +84,23 @@ class LotteryTicket:
                 f"rewind {self.rewind} needs θk: train round 0 with ticket.callback() for at least "
                 f"{self.rewind.iteration} steps before next_round()")
         final = self.masked.weights()
-        keys = self.pruned_keys()
-        w0 = {k: self.theta0[self.masked.kernels[k]] for k in keys}
-        wf = {k: final[self.masked.kernels[k]] for k in keys}
-        score = masks_lib.scores(self.config.criterion, w0, wf, self.rng("criterion"))
-        self.masks.update(masks_lib.prune(score, {k: self.masks[k] for k in keys}, {k: self.rates[k] for k in keys},
-                                          self.round + 1, self.config.scope, self.config.block_size,
-                                          self.config.m_by_n))
+        self.masks.update(self.draw_masks(final))
         ended = self.steps.get(self.round, [0, None])[1]
         self.round += 1
         self.start_weights = final if self.rewind.keeps_weights else None
         self.rewind_to(self.rewind_source())
         self.reset_optimizer(ended)
+
+    def draw_masks(self, weights: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The masks :meth:`next_round` would draw from ``weights`` (default: the current ones) for the
+        pruned kernels, without changing anything: early-bird rounds watch them settle."""
+        weights = self.masked.weights() if weights is None else weights
+        keys = self.pruned_keys()
+        w0 = {k: self.theta0[self.masked.kernels[k]] for k in keys}
+        wf = {k: weights[self.masked.kernels[k]] for k in keys}
+        score = masks_lib.scores(self.config.criterion, w0, wf, self.rng("criterion"))
+        return masks_lib.prune(score, {k: self.masks[k] for k in keys}, {k: self.rates[k] for k in keys},
+                               self.round + 1, self.config.scope, self.config.block_size, self.config.m_by_n)
 
     @classmethod
     def one_shot(cls, model, theta0: list, final: list, config: TicketConfig | None = None,

@@ -117,3 +117,26 @@ def plot_aggregate(aggregate: dict, folder) -> list[Path]:
         dense = next((value(r, key) for r in rows if r["round"] == 0), None)
         band_figure(series, dense, ylabel, f"Mean and min-max over {n} seeds", path)
     return paths
+
+
+def plot_mask_distance(results: list, path) -> Path | None:
+    """The early-bird curves: per round, the distance between successive candidate masks against the
+    iteration (nothing is drawn when no round recorded one)."""
+    rounds = [r for r in results if r.get("mask_distance")]
+    if not rounds:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in rounds:
+        points = r["mask_distance"]
+        ax.plot([p["iteration"] for p in points], [p["distance"] for p in points],
+                label=f"round {r['round']} ({100 * r['weights_remaining']:.0f}%, {r.get('stopped', 'end')})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mask distance to the previous evaluation point")
+    ax.set_title("Early-bird: how much the next round's mask still changes")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return path

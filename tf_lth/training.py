@@ -85,6 +85,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(self.model.optimizer.variables)})
         if self.ticket.thetak is not None:
             arrays.update({f"thetak{i}": a for i, a in enumerate(self.ticket.thetak)})
+        for key, mask in (self.cb.candidate or {}).items():
+            arrays["candidate|" + key.replace("/", "|")] = mask
         meta = {"epoch": epoch + 1, **self.cb.progress.to_dict()}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         write_npz(self.path, arrays)
@@ -104,7 +106,8 @@ def restore(ticket: LotteryTicket, checkpoint: Path, callback: TicketCallback) -
             v.assign(state[f"opt{i}"])
         if "thetak0" in state:
             ticket.thetak = [state[f"thetak{i}"] for i in range(n)]
-        callback.resume(RoundProgress.from_dict(meta))
+        candidate = {k.split("|", 1)[1].replace("|", "/"): m for k, m in state.items() if k.startswith("candidate|")}
+        callback.resume(RoundProgress.from_dict(meta), candidate or None)
     except (KeyError, ValueError, TypeError) as e:
         raise TfLthError(f"{checkpoint} does not match this experiment ({e}): delete it") from None
     return int(meta["epoch"])
@@ -112,20 +115,25 @@ def restore(ticket: LotteryTicket, checkpoint: Path, callback: TicketCallback) -
 
 def train_round(ticket: LotteryTicket, data, training: TrainingConfig, *, seed: int = 0, round_: int | None = None,
                 val=None, test=None, checkpoint: Path | None = None, tensorboard: Path | None = None,
-                verbose: int = 0) -> dict:
+                verbose: int = 0, may_stop: bool = False) -> dict:
     """Train ``ticket`` (compiled) for one round on ``data`` (a :class:`~tf_lth.data.Dataset`) and
     return the round's metrics (test accuracy, early-stopping iteration, ...; the curve is in
     ``ticket.history``). ``val``/``test``: pipelines of the validation and test splits (made here if
     omitted); ``checkpoint``: the file it saves every epoch to and resumes from; batches are drawn
-    from ``(seed, round_, epoch)`` (round_: the ticket's round by default)."""
+    from ``(seed, round_, epoch)`` (round_: the ticket's round by default). ``may_stop``: the round may
+    end early by ``training``'s early-bird and patience rules (an intermediate round of the ticket)."""
     round_ = ticket.round if round_ is None else round_
     val = data.pipeline("val", 1000) if val is None else val
     test = data.pipeline("test", 1000) if test is None else test
     steps = steps_per_epoch(data, training)
     epochs = epochs_for(training, steps)
+    stops = {"early_bird": training.early_bird, "early_bird_patience": training.early_bird_patience,
+             "patience": training.patience} if may_stop else {}
     cb = ticket.callback(test_data=test, validation_data=val if training.eval_every else None,
-                         eval_every=training.eval_every)
+                         eval_every=training.eval_every, **stops)
     first = restore(ticket, checkpoint, cb) if checkpoint is not None and checkpoint.exists() else 0
+    if cb.progress.stopped:  # stopped early before the kill: the round is trained
+        first = epochs
     callbacks = [cb]
     if checkpoint is not None:
         callbacks.append(EpochCheckpoint(ticket, checkpoint, cb))

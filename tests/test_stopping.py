@@ -1,0 +1,103 @@
+"""Early-bird and patience stops: the rules on hand-made sequences, a real short run that stops where
+the rule says, the next masks drawn from the weights at the stop, and kill + resume with early-bird on."""
+import json
+
+import numpy as np
+import pytest
+
+from tf_lth import store
+from tf_lth.config import ExperimentConfig, TrainingConfig
+from tf_lth.errors import TfLthError
+from tf_lth.experiment import Experiment
+from tf_lth.io import read_npz
+from tf_lth.stopping import early_bird_stop, mask_distance, val_loss_stop
+from tf_lth.training import EpochCheckpoint
+
+# mnist5k: 70 steps of 50 an epoch, an evaluation every 10 steps, 3 epochs
+OPTIONS = dict(rounds=2, epochs=3, batch_size=50, eval_every=10, early_bird=0.015, early_bird_patience=2,
+               controls=(), export=())
+
+
+class Killed(Exception):
+    pass
+
+
+def test_early_bird_rule():
+    assert not early_bird_stop([], 0.1, 1)
+    assert not early_bird_stop([0.05, 0.2, 0.05], 0.1, 2)
+    assert early_bird_stop([0.3, 0.05, 0.09], 0.1, 2)
+    assert not early_bird_stop([0.3, 0.05, 0.1], 0.1, 2)  # strictly below
+    first = next(i for i in range(1, 7) if early_bird_stop([0.5, 0.2, 0.08, 0.3, 0.05, 0.01][:i], 0.1, 2))
+    assert first == 6
+
+
+def test_patience_rule():
+    assert not val_loss_stop([1.0, 0.9], 2)
+    assert val_loss_stop([1.0, 0.8, 0.85, 0.81], 2)
+    assert not val_loss_stop([1.0, 0.8, 0.85, 0.79], 2)
+
+
+def test_mask_distance_is_the_fraction_of_weights_that_changed():
+    a = {"x": np.array([True, True, False, False]), "y": np.ones((2, 3), bool)}
+    b = {"x": np.array([True, False, True, False]), "y": np.ones((2, 3), bool)}
+    assert mask_distance(a, b) == pytest.approx(2 / 10)
+    assert mask_distance(a, a) == 0
+
+
+def test_options_are_checked():
+    with pytest.raises(TfLthError, match="early_bird = 1.5"):
+        TrainingConfig(early_bird=1.5)
+    with pytest.raises(TfLthError, match="patience = 0"):
+        TrainingConfig(patience=0)
+
+
+@pytest.fixture(scope="module")
+def early(tmp_path_factory):
+    out = tmp_path_factory.mktemp("early_bird")
+    Experiment(ExperimentConfig.from_dict(OPTIONS), out, verbose=0, log=lambda *a: None).run()
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_intermediate_rounds_stop_where_the_rule_says_and_the_last_trains_to_the_end(early):
+    _, results = early
+    rows = results["rounds"]
+    for row in rows[:-1]:
+        distances = [p["distance"] for p in row["mask_distance"]]
+        stop = next((i for i in range(1, len(distances) + 1) if early_bird_stop(distances[:i], 0.015, 2)), None)
+        assert stop is not None, distances  # the rule fires within the round on this data
+        assert row["stopped"] == "early_bird" and row["mask_distance"][stop - 1]["iteration"] == row["iterations"]
+        assert len(distances) == stop  # nothing was evaluated after the stop
+        assert row["iterations"] < 210
+    assert (rows[-1]["stopped"], rows[-1]["iterations"]) == ("end", 210)
+    assert results["total_iterations"] == sum(r["iterations"] for r in rows)
+
+
+def test_the_next_masks_are_drawn_from_the_weights_at_the_stop(early):
+    out, _ = early
+    ticket = store.load(out, round=0)  # weights: round 0's at its early stop
+    drawn = ticket.draw_masks()
+    saved = read_npz(out / "rounds" / "1" / "masks.npz")
+    for key, mask in drawn.items():
+        np.testing.assert_array_equal(mask, saved[key.replace("/", "|")])
+
+
+def test_kill_and_resume_with_early_bird_on_gives_the_same_results(early, tmp_path, monkeypatch):
+    _, whole = early
+    original = EpochCheckpoint.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if self.path.parent.name == "1" and epoch == 0:
+            raise Killed
+
+    cfg = ExperimentConfig.from_dict(OPTIONS)
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    with pytest.raises(Killed):
+        Experiment(cfg, tmp_path, verbose=0, log=lambda *a: None).run()
+    monkeypatch.undo()
+    resumed = Experiment(cfg, tmp_path, verbose=0, log=lambda *a: None).run()
+    assert whole["rounds"][1]["iterations"] > 70  # the kill came before round 1's stop
+    for a, b in zip(whole["rounds"], resumed["rounds"]):
+        a, b = dict(a), dict(b)
+        a.pop("wall_seconds"), b.pop("wall_seconds")
+        assert a == b

@@ -1,0 +1,35 @@
+"""When a round may stop before its last epoch (no TensorFlow): the early-bird rule on the masks and
+early stopping on the validation loss.
+
+You et al. (ICLR 2020, "Drawing Early-Bird Tickets") found that the mask magnitude pruning would draw
+settles early in training. An intermediate IMP round only has to decide the next mask, so it can stop
+once the mask that :meth:`~tf_lth.lottery.LotteryTicket.draw_masks` gives at successive evaluation
+points changes in less than ``eps`` of the weights ``patience`` times in a row; the final ticket
+still trains to the end.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+STOPS = ("end", "early_bird", "val_loss")  # why a round stopped, as results.json records it
+
+
+def mask_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """Normalised Hamming distance: the fraction of all weights of the kernels of ``a`` whose kept or
+    pruned state differs in ``b``."""
+    total = sum(m.size for m in a.values())
+    return float(sum(int(np.count_nonzero(a[k] != b[k])) for k in a) / max(total, 1))
+
+
+def early_bird_stop(distances: Sequence[float], eps: float, patience: int) -> bool:
+    """Whether the last ``patience`` distances between successive candidate masks are all below ``eps``."""
+    return len(distances) >= patience and all(d < eps for d in distances[-patience:])
+
+
+def val_loss_stop(losses: Sequence[float], patience: int) -> bool:
+    """Whether the last ``patience`` validation losses are none of them below the best before them."""
+    if len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) >= min(losses[:-patience])
