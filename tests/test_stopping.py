@@ -101,3 +101,23 @@ def test_kill_and_resume_with_early_bird_on_gives_the_same_results(early, tmp_pa
         a, b = dict(a), dict(b)
         a.pop("wall_seconds"), b.pop("wall_seconds")
         assert a == b
+
+
+def test_the_comparison_script_reads_both_runs(early, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = early
+    full = tmp_path / "full"
+    Experiment(ExperimentConfig.from_dict({**OPTIONS, "early_bird": None}), full, verbose=0, log=lambda *a: None).run()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "early_bird.py"
+    done = subprocess.run([sys.executable, str(script), str(full), str(out), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "early_bird.json").read_text())
+    assert [r["round"] for r in result["rounds"]] == [0, 1, 2]
+    assert result["rounds"][0]["mask_overlap"] == 1.0  # nothing pruned yet in either
+    assert 0 < result["rounds"][2]["mask_overlap"] < 1  # masks drawn from other weights differ somewhat
+    assert result["total_iterations"]["full"] == 630 and result["iterations_ratio"] < 1
+    assert (tmp_path / "early_bird.png").read_bytes()[:4] == b"\x89PNG"
