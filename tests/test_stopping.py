@@ -42,6 +42,8 @@ def test_mask_distance_is_the_fraction_of_weights_that_changed():
     b = {"x": np.array([True, False, True, False]), "y": np.ones((2, 3), bool)}
     assert mask_distance(a, b) == pytest.approx(2 / 10)
     assert mask_distance(a, a) == 0
+    alive = {"x": np.array([True, True, True, False]), "y": np.zeros((2, 3), bool)}  # 3 weights left to decide
+    assert mask_distance(a, b, alive) == pytest.approx(2 / 3)
 
 
 def test_options_are_checked():

@@ -141,7 +141,8 @@ class TicketCallback(UpdatePruningStep):
         if self.early_bird is not None:
             candidate = self.ticket.draw_masks()
             if self.candidate is not None:
-                distance = stopping.mask_distance(self.candidate, candidate)
+                alive = {k: self.ticket.masks[k] for k in candidate}
+                distance = stopping.mask_distance(self.candidate, candidate, alive)
                 self.progress.distances.append({"iteration": point["iteration"], "distance": distance})
                 if stopping.early_bird_stop([p["distance"] for p in self.progress.distances], self.early_bird,
                                             self.early_bird_patience):

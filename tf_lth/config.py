@@ -147,8 +147,8 @@ class TrainingConfig:
     jit_compile: bool | None = option(None, "XLA for the whole training step", flag="--jit",
                                       shown="on, but for convolutional models without a GPU")
     early_bird: float | None = option(None, "stop a ticket's intermediate round once the mask next_round would "
-                                      "draw changes in less than this fraction of the weights between evaluation "
-                                      "points, early_bird_patience times in a row (You et al. 2020)", parse=float,
+                                      "draw changes in less than this fraction of the alive weights between "
+                                      "evaluation points, early_bird_patience times in a row (You et al. 2020)", parse=float,
                                       metavar="EPS", shown="off")
     early_bird_patience: int = option(3, "evaluation points in a row below the early-bird EPS", parse=int, metavar="N")
     patience: int | None = option(None, "stop a ticket's intermediate round after N evaluation points without a "
