@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tf_lth import cli, results
+from tf_lth import cli, replicates, results
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
 from tf_lth.experiment import run_replicates
@@ -86,7 +86,7 @@ def test_compare_labels_runs_by_what_differs(replicated, tmp_path):
     png = tmp_path / "cmp.png"
     assert cli.main(["compare", str(out), str(out / "seed_1"), "-o", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    table, _ = __import__("tf_lth.replicates", fromlist=["compare"]).compare([out, out / "seed_1"], path=png)
+    table, _ = replicates.compare([out, out / "seed_1"], path=png)
     head, *rows = table.splitlines()
     assert "seeds=0,1,2" in head and "seed=1" in head  # the aggregate vs one of its seeds
     assert len(rows) == 2 and "[" in rows[1]  # the aggregate's cell shows its min-max
@@ -112,3 +112,13 @@ def test_seed_lists(text, seeds):
 def test_bad_seed_lists(text):
     with pytest.raises(TfLthError, match="seeds"):
         results.parse_seeds(text)
+
+
+def test_runs_of_different_experiments_are_not_aggregated():
+    row = {"round": 0, "weights_remaining": 1.0, "test_accuracy": 0.9, "controls": {}}
+    run = {"config": {"seed": 0, "rounds": 1, "ticket": {"seed": 0, "rewind": "init"}}, "rounds": [row]}
+    other = {"config": {"seed": 1, "rounds": 1, "ticket": {"seed": 1, "rewind": "lr"}}, "rounds": [row]}
+    same = {"config": {"seed": 1, "rounds": 1, "ticket": {"seed": 1, "rewind": "init"}}, "rounds": [row]}
+    assert results.aggregate({0: run, 1: same})["config"] == {"rounds": 1, "ticket": {"rewind": "init"}, "seeds": [0, 1]}
+    with pytest.raises(TfLthError, match="different experiments"):
+        results.aggregate({0: run, 1: other})

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tf_lth.errors import TfLthError
-from tf_lth.rewind import Rewind, survivor_values
+from tf_lth.rewind import parse, survivor_values
 
 RNG = np.random.default_rng(0)
 THETA0 = RNG.normal(size=(20, 10)).astype(np.float32)
@@ -50,11 +50,11 @@ def test_random_sign_constant_has_sigma_and_random_signs():
     ("lr", "lr", 0, 0), ("finetune", "finetune", 0, 1234),
 ])
 def test_rewind_parsing_and_optimizer_step(text, mode, k, step):
-    r = Rewind.parse(text)
-    assert (r.mode, r.iteration, r.optimizer_iteration(1234)) == (mode, k, step)
+    r = parse(text)
+    assert (r.name, r.iteration, r.optimizer_iteration(1234)) == (mode, k, step)
 
 
 @pytest.mark.parametrize("text", ["iteration:-1", "iteration:x", "rewind", ""])
 def test_bad_rewind(text):
     with pytest.raises(TfLthError, match="unknown rewind"):
-        Rewind.parse(text)
+        parse(text)

@@ -33,11 +33,11 @@ BRANCHES = "branches"  # the folder of an experiment that holds its branches
 
 
 class BranchKind(NamedTuple):
-    """What a branch may be: the registry its value names an entry of (so an unknown value is the
-    registry's own one-line error, given before anything loads) and ``make(ticket, value, run_dir)``, the twin
+    """What a branch may be: the check of its value (the registry's or parser's own one-line error,
+    given before anything loads) and ``make(ticket, value, run_dir)``, the twin
     of a round's ticket that the branch trains."""
 
-    values: Registry
+    check: Callable[[str], object]
     make: Callable
 
 
@@ -84,17 +84,15 @@ def rewind_twin(ticket, value: str, run_dir):
     return twin
 
 
-BRANCH_KINDS.add("control", BranchKind(controls.CONTROLS, control_twin))
-BRANCH_KINDS.add("survivors", BranchKind(SURVIVORS, survivors_twin))
-BRANCH_KINDS.add("rewind", BranchKind(rewind_lib.REWINDS, rewind_twin))
+BRANCH_KINDS.add("control", BranchKind(controls.CONTROLS.get, control_twin))
+BRANCH_KINDS.add("survivors", BranchKind(SURVIVORS.get, survivors_twin))
+BRANCH_KINDS.add("rewind", BranchKind(rewind_lib.parse, rewind_twin))
 
 
 def check(kind: str, value: str) -> BranchKind:
     """The kind of branch ``kind``, with ``value`` one of its choices (else a one-line error)."""
     branch_kind = BRANCH_KINDS.get(kind)
-    branch_kind.values.get(str(value).partition(":")[0])  # iteration:K names the mode "iteration"
-    if branch_kind.values is rewind_lib.REWINDS:
-        rewind_lib.parse(value)
+    branch_kind.check(value)
     return branch_kind
 
 

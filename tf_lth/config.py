@@ -10,6 +10,7 @@ come from the registries, and nothing here imports TensorFlow, so flag errors an
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
 from tf_lth import controls as controls_lib
@@ -241,15 +242,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), ``ticket`` and ``training`` nested."""
-        return json_ready(asdict(self))
-
-
-def json_ready(value):
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
+        return json.loads(json.dumps(asdict(self)))
 
 
 def add_flags(parser, cls, only=None, shown: dict | None = None, seen: set | None = None) -> None:

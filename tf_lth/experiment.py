@@ -22,7 +22,7 @@ from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, write_json
-from tf_lth.results import SEED_FOLDER, flatten, summary_table, write_csv
+from tf_lth.results import SEED_PREFIX, flatten, summary_table, write_csv
 from tf_lth.keras2 import keras
 from tf_lth.lottery import LotteryTicket
 from tf_lth.training import compile_round, steps_per_epoch, train_round
@@ -213,6 +213,6 @@ def run_replicates(config: ExperimentConfig, output, seeds, verbose: int = 1, lo
     output = Path(output)
     for seed in seeds:
         log(f"== seed {seed}")
-        folder = output / SEED_FOLDER.format(seed)
+        folder = output / f"{SEED_PREFIX}{seed}"
         Experiment(replace(config, seed=seed), folder, verbose=verbose, log=log).run(restart_round=restart_round)
     return replicates.aggregate_folder(output, seeds)

@@ -21,8 +21,8 @@ METRICS = ("test_accuracy", "early_stop_iteration", "early_stop_test_accuracy", 
 def seed_folders(out) -> dict[int, Path]:
     """The finished-or-not run folders ``seed_<s>`` of a replicate folder, by seed."""
     found = {}
-    for path in Path(out).glob("seed_*"):
-        tail = path.name[len("seed_"):]
+    for path in Path(out).glob(results.SEED_PREFIX + "*"):
+        tail = path.name[len(results.SEED_PREFIX):]
         if tail.isdigit() and (path / "results.json").exists():
             found[int(tail)] = path
     return dict(sorted(found.items()))
@@ -41,12 +41,7 @@ def aggregate_folder(out, seeds=None) -> dict:
         folders = {s: folders[s] for s in seeds}
     if not folders:
         raise TfLthError(f"{out} holds no seed_<s>/results.json: run tf-lth run --seeds ... -o {out}")
-    runs = {s: read_json(p / "results.json") for s, p in folders.items()}
-    configs = {repr({k: v for k, v in results.flatten(r["config"]).items() if k not in ("seed", "ticket.seed")})
-               for r in runs.values()}
-    if len(configs) > 1:
-        raise TfLthError(f"the seed folders of {out} hold different experiments: aggregate one experiment's seeds")
-    agg = results.aggregate(runs)
+    agg = results.aggregate({s: read_json(p / "results.json") for s, p in folders.items()})
     write_json(out / results.AGGREGATE, agg)
     results.write_csv(out / "aggregate.csv", [{"round": r["round"], **{k: v for k, v in r.items() if k != "round"}}
                                               for r in agg["rounds"]])

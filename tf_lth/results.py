@@ -16,7 +16,7 @@ from pathlib import Path
 from tf_lth.errors import TfLthError
 from tf_lth.io import atomic_write, read_json
 
-SEED_FOLDER = "seed_{}"
+SEED_PREFIX = "seed_"  # a replicate folder holds seed_<s>/ per seed
 AGGREGATE = "aggregate.json"
 
 
@@ -69,6 +69,8 @@ def aggregate(runs: dict[int, dict]) -> dict:
     rounds every seed finished are aggregated."""
     if not runs:
         raise TfLthError("nothing to aggregate: no finished run")
+    if len({repr(without_seed(r["config"])) for r in runs.values()}) > 1:
+        raise TfLthError("the runs hold different experiments: aggregate the seeds of one experiment")
     by_round = [{row["round"]: flatten(row) for row in r["rounds"]} for r in runs.values()]
     common = sorted(set.intersection(*(set(rows) for rows in by_round)))
     rounds = []
@@ -81,10 +83,16 @@ def aggregate(runs: dict[int, dict]) -> dict:
             stats[key] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
                           "n": len(values)}
         rounds.append({"round": k, **stats})
-    config = {k: v for k, v in next(iter(runs.values()))["config"].items() if k != "seed"}
+    config = without_seed(next(iter(runs.values()))["config"])
+    return {"seeds": sorted(runs), "config": {**config, "seeds": sorted(runs)}, "rounds": rounds}
+
+
+def without_seed(config: dict) -> dict:
+    """An experiment's config less its seed (also the ticket's): what the seeds of replicates share."""
+    config = {k: v for k, v in config.items() if k != "seed"}
     if isinstance(config.get("ticket"), dict):
         config["ticket"] = {k: v for k, v in config["ticket"].items() if k != "seed"}
-    return {"seeds": sorted(runs), "config": {**config, "seeds": sorted(runs)}, "rounds": rounds}
+    return config
 
 
 def read_run(folder) -> dict:

@@ -36,20 +36,11 @@ class Rewind:
     iteration: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "Rewind":
-        """The mode of ``text``: ``NAME`` or ``NAME:ARG`` (``iteration:500``)."""
-        return parse(text)
-
-    @classmethod
     def from_arg(cls, arg: str) -> "Rewind":
         """The mode for the text after ``NAME:`` (none for most modes; ValueError if wrong)."""
         if arg:
             raise ValueError(arg)
         return cls()
-
-    @property
-    def mode(self) -> str:
-        return self.name
 
     @property
     def needs_snapshot(self) -> bool:

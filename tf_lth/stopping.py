@@ -5,16 +5,15 @@ You et al. (ICLR 2020, "Drawing Early-Bird Tickets") found that the mask magnitu
 settles early in training. An intermediate IMP round only has to decide the next mask, so it can stop
 once the mask that :meth:`~tf_lth.lottery.LotteryTicket.draw_masks` gives at successive evaluation
 points changes in less than ``eps`` of the weights ``patience`` times in a row; the final ticket
-still trains to the end.
+still trains to the end. The validation-loss rule is Keras' ``EarlyStopping(patience=...)`` applied
+at the callback's evaluation points, which fall between epochs with ``eval_every``, where Keras'
+callback (it reads epoch logs) cannot see them.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
-
-STOPS = ("end", "early_bird", "val_loss")  # why a round stopped, as results.json records it
-
 
 def mask_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
                   alive: Mapping[str, np.ndarray] | None = None) -> float:

@@ -24,7 +24,6 @@ from tf_lth.lottery import LotteryTicket
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # every model here ends in logits
 MAX_STEPS_PER_EXECUTION = 100  # the automatic choice: more gains nothing measurable
-DEFAULT_EPOCHS = 10
 
 
 def make_optimizer(training: TrainingConfig):
@@ -41,10 +40,14 @@ def steps_per_epoch(data, training: TrainingConfig) -> int:
 
 
 def epochs_for(training: TrainingConfig, steps_per_epoch: int) -> int:
-    """Epochs per round: ``iterations`` rounded to whole epochs, else ``epochs`` (default 10)."""
+    """Epochs per round: ``iterations`` rounded to whole epochs, else ``epochs`` (the model's recipe
+    fills it in: :meth:`~tf_lth.config.ExperimentConfig.resolved`)."""
     if training.iterations:
         return max(1, round(training.iterations / steps_per_epoch))
-    return training.epochs or DEFAULT_EPOCHS
+    if not training.epochs:
+        raise TfLthError("the training config gives neither epochs nor iterations: resolve it first "
+                         "(ExperimentConfig.resolved() takes the model's epochs)")
+    return training.epochs
 
 
 def steps_per_execution(training: TrainingConfig, steps_per_epoch: int, rewind_iteration: int = 0) -> int:
