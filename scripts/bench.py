@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Speed and memory of tf-lth against the plain tf_keras + TF-MOT script a user would write.
 
-    scripts/bench.py [--parts w epoch ops tflite] [--repeats 3] [--out bench.json] [--data-dir DIR]
+    scripts/bench.py [--parts w epoch ops tflite resnet20] [--repeats 3] [--out bench.json] [--data-dir DIR]
     scripts/bench.py --parts w --repeats 1 --w-rounds 1 --w-epochs 1   # a smoke check of W (numbers meaningless)
+    scripts/bench.py --parts resnet20 --resnet-repeats 5               # ResNet-20 round vs plain fit, CPU or GPU
 
 Parts (all by default; 8 minutes on 2 quiet cores with W taking 5 of them before W had its fourth side,
-which adds an estimated 1.5 minutes):
+which adds an estimated 1.5 minutes, and resnet20 an estimated 3 more):
 
 w       Work W: LeNet-300-100 on Fashion-MNIST, SGD 0.1, batch 128, a dense round and 3 levels of
         5 epochs, global 20% per level (output layer never pruned), rewind to init, a test pass
@@ -31,6 +32,16 @@ tflite  Bytes, latency (batch 1 and 64, one thread) and test accuracy of exporte
         tickets at several sparsities, fp32 and int8, unstructured and in 1x4 blocks, against the
         dense fp32 file: :func:`tf_lth.export.export_ticket` on tickets pruned in one shot from a
         dense model trained 2 epochs, then fine-tuned 1 epoch under their masks.
+resnet20
+        Seconds per epoch of a ResNet-20 lottery-ticket round with the model's recipe (SGD momentum
+        0.9, step decay at 80/120 epochs, l2 weight decay in the loss, batch 128, augmentation,
+        global 20%, rewind iteration:500; compiled by ``training.compile_round``, after
+        ``next_round``, trained by ``fit`` with ``ticket.callback()``) against plain ``fit`` of the
+        dense Keras ResNet-20 compiled the same way (same optimizer and schedule, loss with the same
+        l2 term, XLA setting, steps per execution) on the same augmented ``tf.data`` pipeline: the
+        fair baseline. ``--resnet-images`` padded Fashion-MNIST images (32x32x3) per epoch; after a
+        warm-up epoch each, the sides alternate (rotating who goes first). Reports the device (the
+        CPU, or the GPU's name).
 
 Ratios are medians of same-repeat ratios (the machine is noisy: only those mean anything).
 """
@@ -51,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 W = {"rounds": 3, "epochs": 5, "rate": 0.2, "batch_size": 128, "learning_rate": 0.1}
-PARTS = ("w", "epoch", "ops", "tflite")
+PARTS = ("w", "epoch", "ops", "tflite", "resnet20")
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 
 
@@ -209,17 +220,34 @@ def runner_ticket(cfg, ds):
     return ticket, cfg
 
 
-def epoch_ratio(cfg, ds, reps: int) -> dict:
-    from tf_lth import keras, networks, training
+def epoch_clock():
+    """A Keras callback whose ``seconds`` are those from the start to the end of the (single) epoch of a ``fit``."""
+    from tf_lth import keras
 
     class Clock(keras.callbacks.Callback):
-        """Seconds from the start to the end of the (single) epoch of a ``fit``."""
-
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds = time.perf_counter() - self.start
+
+    return Clock()
+
+
+def alternate(sides: dict, reps: int) -> dict:
+    """Seconds of ``reps`` calls of each side's ``fn(rep)``, the sides alternating, who goes first
+    rotating with the repeat: side -> list of seconds."""
+    times = {name: [] for name in sides}
+    for rep in range(reps):
+        names = list(sides)
+        names = names[rep % len(names):] + names[:rep % len(names)]
+        for name in names:
+            times[name].append(round(sides[name](rep), 3))
+    return times
+
+
+def epoch_ratio(cfg, ds, reps: int) -> dict:
+    from tf_lth import keras, networks, training
 
     ticket, cfg = runner_ticket(cfg, ds)
     batch = cfg.training.batch_size
@@ -230,12 +258,12 @@ def epoch_ratio(cfg, ds, reps: int) -> dict:
 
     def ticket_epoch(rep):
         train, steps = ds.epochs(batch, 1, seed=rep)
-        clock = Clock()
+        clock = epoch_clock()
         ticket.model.fit(train, epochs=1, steps_per_epoch=steps, callbacks=[ticket.callback(), clock], verbose=0)
         return clock.seconds
 
     def plain_epoch(rep):
-        clock = Clock()
+        clock = epoch_clock()
         plain.fit(x, y, batch_size=batch, epochs=1, callbacks=[clock], verbose=0)
         return clock.seconds
 
@@ -243,11 +271,7 @@ def epoch_ratio(cfg, ds, reps: int) -> dict:
     ticket.next_round()
     ticket_epoch(1001)
     plain_epoch(1000)
-    times = {"tf-lth": [], "plain": []}
-    for rep in range(reps):
-        order = [("tf-lth", ticket_epoch), ("plain", plain_epoch)][:: 1 if rep % 2 == 0 else -1]
-        for name, fn in order:
-            times[name].append(round(fn(rep), 3))
+    times = alternate({"tf-lth": ticket_epoch, "plain": plain_epoch}, reps)
     ratios = [a / b for a, b in zip(times["tf-lth"], times["plain"])]
     return {"images": len(ds.x_train), "batch": batch, "jit_compile": ticket.model.jit_compile,
             "optimizer_jit_compile": ticket.model.optimizer.jit_compile,
@@ -401,6 +425,99 @@ def part_tflite(args, ds) -> dict:
     return {"dense": reference, "tickets": tickets}
 
 
+# -- 5. ResNet-20: a lottery-ticket round's epoch against plain fit, same recipe ---------------------------
+RESNET_BASELINE = ("plain fit of the dense Keras ResNet-20, same optimizer and schedule, same loss with the l2 "
+                   "term, same XLA setting and steps per execution, same augmented tf.data pipeline (the fair "
+                   "baseline)")
+
+
+def device_name() -> str:
+    """The GPU's name where TensorFlow sees one, else the CPU's model (and its core count)."""
+    from tf_lth.keras2 import has_gpu, tf
+
+    if has_gpu():
+        gpu = tf.config.list_physical_devices("GPU")[0]
+        return "GPU " + tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu} ({os.cpu_count()} cores)"
+
+
+def part_resnet20(args, ds) -> dict:
+    """Seconds per epoch of a pruned ResNet-20 round against plain fit of the dense model (module docstring)."""
+    from tf_lth import data, keras, networks, training
+    from tf_lth.config import ExperimentConfig
+
+    n = args.resnet_images
+    # fitted as data.load(..., image_size=(32, 32), channels=3, resize="pad") fits them
+    fit = lambda x: data.fit_images(x, (32, 32), 3, "pad")  # noqa: E731
+    ds = data.Dataset("fashion_mnist_32x32x3", fit(ds.x_train[:n]), ds.y_train[:n], fit(ds.x_val[:1000]),
+                      ds.y_val[:1000], fit(ds.x_test[:1000]), ds.y_test[:1000])
+    cfg = ExperimentConfig.from_dict({"model": "resnet20", "dataset": "fashion_mnist", "image_size": (32, 32),
+                                      "channels": 3, "resize": "pad", "controls": (), "export": ()})
+    ticket, cfg = runner_ticket(cfg, ds)  # the model's recipe, resolved; compiled by training.compile_round
+    tr, batch = cfg.training, cfg.training.batch_size
+    steps = training.steps_per_epoch(ds, tr)
+    per_execution = training.steps_per_execution(tr, steps, ticket.rewind.iteration)
+
+    keras.utils.set_random_seed(cfg.seed)
+    plain = networks.build(cfg.model, ds.input_shape, ds.num_classes)
+    optimizer = training.make_optimizer(tr, steps, training.round_steps(tr, steps))
+    optimizer.jit_compile = ticket.model.optimizer.jit_compile
+    loss = training.LOSS
+    if tr.weight_decay and tr.weight_decay_kind == "l2":
+        loss = training.with_l2(training.LOSS, plain, tr.weight_decay)
+    plain.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=ticket.model.jit_compile,
+                  steps_per_execution=per_execution)
+
+    def epoch(model, callbacks, rep):
+        train, n_steps = ds.epochs(batch, 1, seed=rep, augment=bool(tr.augment))
+        clock = epoch_clock()
+        model.fit(train, epochs=1, steps_per_epoch=n_steps, callbacks=[*callbacks, clock], verbose=0)
+        return clock.seconds
+
+    def ticket_epoch(rep):
+        return epoch(ticket.model, [ticket.callback()], rep)
+
+    def plain_epoch(rep):
+        return epoch(plain, [], rep)
+
+    warmup = {"round 0 (compiles)": ticket_epoch(1000)}
+    if ticket.thetak is None:  # round 0 was shorter than the rewind step: θk is taken at its end instead
+        ticket.record_thetak()  # (where the weights rewind to does not change what a step costs)
+    start = time.perf_counter()
+    ticket.next_round()  # global 20% of the convolutions, rewind to θk, optimizer reset to step K
+    warmup["next_round"] = time.perf_counter() - start
+    warmup["round 1"] = ticket_epoch(1001)
+    warmup["plain (compiles)"] = plain_epoch(1000)
+    times = alternate({"tf-lth": ticket_epoch, "plain": plain_epoch}, args.resnet_repeats)
+    ratios = [a / b for a, b in zip(times["tf-lth"], times["plain"])]
+    result = {"device": device_name(), "images": n, "batch": batch, "steps_per_epoch": steps,
+              "jit_compile": bool(ticket.model.jit_compile),
+              "optimizer_jit_compile": bool(ticket.model.optimizer.jit_compile),
+              "steps_per_execution": per_execution, "weight_decay": [tr.weight_decay, tr.weight_decay_kind],
+              "schedule": [tr.schedule, list(tr.milestones or ())], "rewind": cfg.ticket.rewind,
+              "weights_remaining": round(sum(int(ticket.masks[k].sum()) for k in ticket.pruned_keys())
+                                         / sum(ticket.masks[k].size for k in ticket.pruned_keys()), 4),
+              "warmup_s": {k: round(v, 3) for k, v in warmup.items()}, "times_s": times,
+              "tf_lth_s": median(times["tf-lth"]), "plain_s": median(times["plain"]),
+              "ratio": round(median(ratios), 3), "baseline": RESNET_BASELINE}
+    xla = "step" if result["jit_compile"] else "update" if result["optimizer_jit_compile"] else "no"
+    print(f"device: {result['device']}")
+    print(table([("model", "images/epoch", "batch", "XLA", "steps/exec", "tf-lth round s/epoch",
+                  "plain fit s/epoch", "ratio"),
+                 ("resnet20", f"{n:,}", batch, xla, per_execution, f"{result['tf_lth_s']:.2f}",
+                  f"{result['plain_s']:.2f}", f"{result['ratio']:.3f}")]))
+    print(f"  baseline: {RESNET_BASELINE}")
+    print(f"  tf-lth side: round {ticket.round} after next_round ({100 * result['weights_remaining']:.1f}% of the "
+          f"pruned weights left), {cfg.ticket.rewind} rewinding, per-epoch seconds {times['tf-lth']}; plain {times['plain']}")
+    return result
+
+
 # -- acceptance ------------------------------------------------------------------------------------------------
 def acceptance(report: dict) -> dict:
     checks = {}
@@ -422,6 +539,9 @@ def acceptance(report: dict) -> dict:
         checks["4. 90% ticket >= 2x the fastest dense fp32 at batch 1, accuracy within 0.5 pp"] = any(
             t["speedup_vs_fastest_dense"]["batch1"] >= 2 and abs(t["test_accuracy"] - t["keras_test_accuracy"]) <= 0.005
             for t in at90)
+    if "resnet20" in report:
+        checks["5. resnet20: a ResNet-20 round's epoch <= 1.05x plain fit, same recipe"] = (
+            report["resnet20"]["ratio"] <= 1.05)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     return checks
@@ -436,6 +556,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epoch-repeats", type=int, default=5, help="timed epochs per side and model")
     parser.add_argument("--conv-images", type=int, default=3000, help="training images per Conv-2 epoch")
     parser.add_argument("--ops-repeats", type=int, default=5)
+    parser.add_argument("--resnet-repeats", type=int, default=5, help="timed ResNet-20 epochs per side")
+    parser.add_argument("--resnet-images", type=int, default=5120,
+                        help="padded Fashion-MNIST training images per ResNet-20 epoch (40 steps of 128)")
     parser.add_argument("--sparsity", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the system copy)")
     parser.add_argument("--out", default="bench.json")
@@ -459,7 +582,8 @@ def main(argv=None) -> int:
 
                 tf.get_logger().setLevel("ERROR")  # export's reloads warn about metrics they do not need
                 ds = data.load("fashion_mnist", args.data_dir)
-            report[part] = {"epoch": part_epoch, "ops": part_ops, "tflite": part_tflite}[part](args, ds)
+            report[part] = {"epoch": part_epoch, "ops": part_ops, "tflite": part_tflite,
+                            "resnet20": part_resnet20}[part](args, ds)
         report["seconds"][part] = round(time.perf_counter() - t0, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     print("== acceptance")

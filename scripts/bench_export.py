@@ -1,12 +1,25 @@
 #!/usr/bin/env python
-"""Size and latency of exported tickets vs sparsity, unstructured and in 1x4 blocks.
+"""Size and latency of exported tickets vs sparsity, unstructured and in 1x4 blocks; or, with
+``--quantized``, trained tickets in every TFLite format, full-integer ones included.
 
     scripts/bench_export.py [--model lenet_300_100] [--sparsity 0.5 0.8 0.9 0.95] [--out FILE.json]
+    scripts/bench_export.py --quantized [--models lenet_300_100 conv2] [--dataset fashion_mnist]
+                            [--sparsity 0.9] [--steps DENSE TICKET]
 
-Each ticket is the model pruned in one round to the given sparsity in every layer (untrained:
-bytes and latency do not depend on the weight values), exported with :func:`tf_lth.export.export_ticket`.
-Prints one row per format and writes every ticket.json to ``--out``. Latency is single-threaded;
-speed-up is the dense fp32 file under the same op resolver divided by the format's time.
+Each ticket of the sweep is the model pruned in one round to the given sparsity in every layer
+(untrained: bytes and latency do not depend on the weight values), exported with
+:func:`tf_lth.export.export_ticket`. Prints one row per format and writes every ticket.json to
+``--out``. Latency is single-threaded; speed-up is the dense fp32 file under the same op resolver
+divided by the format's time.
+
+``--quantized`` needs accuracies, so its tickets are trained (:func:`trained_ticket`): the dense
+network for a number of steps (:data:`QUANTIZED_STEPS`, the model's recipe otherwise), pruned by
+magnitude to ``--sparsity`` in one round, rewound to θ0 and trained as long again; then exported as
+fp32 sparse, dynamic-range int8, int8_full and int8_qat (float I/O) with the test split scored.
+Its latency column compares each format at batch 1 with the dense fp32 file under the default op
+resolver (XNNPACK), what an app gets without asking; the int8 formats run without it (XNNPACK cannot
+prepare int8 + sparse files). One more row, "int8_full dense": the same full-integer conversion with
+the weights stored dense, which XNNPACK does run (timed in its own round beside dense fp32).
 """
 import argparse
 import sys
@@ -15,11 +28,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import export, keras, models, networks  # noqa: E402
-from tf_lth.config import EXPORT_FORMATS  # noqa: E402
+from tf_lth import data, export, keras, models, networks, quantize, tflite  # noqa: E402
+from tf_lth.config import EXPORT_FORMATS, OPTIMIZERS  # noqa: E402
 from tf_lth.io import write_json  # noqa: E402
 from tf_lth.lottery import LotteryTicket  # noqa: E402
 from tf_lth.tflite import BLOCK_STRUCTURES  # noqa: E402
+from tf_lth.training import LOSS  # noqa: E402
+
+QUANTIZED = ("tflite", "int8", "int8_full", "int8_qat")
+# training steps (batch of the model's recipe) before and after pruning: LeNet-300-100 two epochs of
+# Fashion-MNIST's 55,000 training images each; Conv-2 a third of an epoch each (~0.2 s a step on two
+# CPU cores: full epochs would take the benchmark past ten minutes)
+QUANTIZED_STEPS = {"lenet_300_100": (1834, 1834), "conv2": (300, 300)}
 
 
 def ticket_json(model: str, sparsity: float, block_size, formats) -> dict:
@@ -35,13 +55,91 @@ def ticket_json(model: str, sparsity: float, block_size, formats) -> dict:
         return export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, formats=formats)
 
 
+def trained_ticket(model: str, dataset, sparsity: float, steps: tuple[int, int]) -> tuple[LotteryTicket, float]:
+    """A ticket of ``model`` at ``sparsity`` in every layer it prunes, trained with its recipe's
+    optimizer, learning rate and batch (seed 0), and the dense network's test accuracy before pruning."""
+    keras.utils.set_random_seed(0)
+    spec = models.spec(model)
+    ticket = LotteryTicket(networks.build(model, dataset.input_shape), rates={kind: sparsity for kind in spec.rates})
+    batches = dataset.pipeline("train", spec.batch_size, shuffle=True).repeat()
+    dense_accuracy = None
+    for phase, n in enumerate(steps):
+        ticket.model.compile(optimizer=getattr(keras.optimizers, OPTIMIZERS.get(spec.optimizer))(spec.learning_rate),
+                             loss=LOSS, metrics=["accuracy"])
+        ticket.model.fit(batches, steps_per_epoch=n, epochs=1, callbacks=[ticket.callback()], verbose=0)
+        if phase == 0:
+            dense_accuracy = ticket.model.evaluate(dataset.pipeline("test", 500), verbose=0)[1]
+            ticket.next_round()
+    return ticket, round(float(dense_accuracy), 4)
+
+
+def int8_dense_storage(saved_model: Path, dataset) -> dict:
+    """int8_full of the SavedModel with its weights stored dense: bytes, test accuracy, batch-1
+    latency under the resolver that loads it, and speed-up over dense fp32 timed in the same round."""
+    model = tflite.convert(saved_model, "int8_full", quantize.representative_set(dataset, quantize.Options()),
+                           sparse=False)
+    interpreter, resolver = tflite.open_tflite(model)
+    x, y = dataset.arrays("test")
+    accuracy = float((tflite.run_tflite(interpreter, x).argmax(-1) == y).mean())
+    latency = tflite.benchmark({"fp32": (tflite.convert(saved_model, "dense"), "AUTO"), "int8": (model, resolver)},
+                               x.shape[1:])
+    return {"bytes": len(model), "test_accuracy": round(accuracy, 6), "resolver": resolver,
+            "latency_us": latency["int8"], "dense_fp32_latency_us": latency["fp32"],
+            "speedup_vs_dense": round(latency["fp32"]["batch1"] / latency["int8"]["batch1"], 3)}
+
+
+def quantized(args) -> int:
+    """The ``--quantized`` table: every TFLite format of trained tickets, bytes, accuracy, latency."""
+    dataset, results, rows = data.load(args.dataset), [], []
+    for model in args.models:
+        steps = tuple(args.steps or QUANTIZED_STEPS.get(model, (1000, 1000)))
+        ticket, dense_accuracy = trained_ticket(model, dataset, args.sparsity[0], steps)
+        with tempfile.TemporaryDirectory() as tmp:
+            info = export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, dataset=dataset,
+                                        formats=("saved_model", *QUANTIZED))
+            stored_dense = int8_dense_storage(Path(tmp) / "export" / "saved_model", dataset)
+        results.append({"model": model, "steps": steps, "dense_test_accuracy": dense_accuracy, "ticket": info,
+                        "int8_full_dense_storage": stored_dense})
+        dense = info["dense"]
+        base = dense["latency_us"]["AUTO"]["batch1"]
+        rows.append((model, "dense fp32", f"{dense['bytes']:,}", "1.000", f"{dense_accuracy:.4f}", f"{base:.1f}",
+                     "1.00", "AUTO"))
+        for kind in QUANTIZED:
+            r = info["formats"][kind]
+            rows.append((model, kind, f"{r['bytes']:,}", f"{r['bytes_vs_dense']:.3f}", f"{r['test_accuracy']:.4f}",
+                         f"{r['latency_us']['batch1']:.1f}", f"{base / r['latency_us']['batch1']:.2f}", r["resolver"]))
+        r = stored_dense
+        rows.append((model, "int8_full dense", f"{r['bytes']:,}", f"{r['bytes'] / dense['bytes']:.3f}",
+                     f"{r['test_accuracy']:.4f}", f"{r['latency_us']['batch1']:.1f}", f"{r['speedup_vs_dense']:.2f}",
+                     r["resolver"]))
+        print(export.summary(info))
+    print(f"{args.dataset}, {100 * args.sparsity[0]:.0f}% sparse tickets; dense fp32 accuracy: the dense network "
+          "before pruning (Keras); latency: batch 1, one thread")
+    print(export.format_table([("model", "format", "bytes", "x dense", "test acc", "us b1", "x faster than dense fp32",
+                                "resolver"), *rows]))
+    write_json(args.out, {"dataset": args.dataset, "sparsity": args.sparsity[0], "results": results})
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet_300_100", choices=models.MODELS.names())
-    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
+    parser.add_argument("--sparsity", type=float, nargs="+", default=None, help="default: 0.5 0.8 0.9 0.95 "
+                        "(--quantized: 0.9)")
     parser.add_argument("--formats", nargs="+", default=["tflite", "int8"], choices=EXPORT_FORMATS[1:])
-    parser.add_argument("--out", default="saved_models/bench_export.json")
+    parser.add_argument("--out", help="default: saved_models/bench_export.json (--quantized: bench_quantized.json)")
+    parser.add_argument("--quantized", action="store_true", help="trained tickets in every format, full-integer too")
+    parser.add_argument("--models", nargs="+", default=["lenet_300_100", "conv2"], choices=models.MODELS.names())
+    parser.add_argument("--dataset", default="fashion_mnist", choices=data.DATASETS.names())
+    parser.add_argument("--steps", type=int, nargs=2, metavar=("DENSE", "TICKET"), help="training steps before and "
+                        "after pruning (default: QUANTIZED_STEPS)")
     args = parser.parse_args(argv)
+    args.out = args.out or f"saved_models/bench_{'quantized' if args.quantized else 'export'}.json"
+    if args.quantized:
+        args.sparsity = args.sparsity or [0.9]
+        return quantized(args)
+    args.sparsity = args.sparsity or [0.5, 0.8, 0.9, 0.95]
     results, rows = [], []
     for structure, block in BLOCK_STRUCTURES.items():
         for sparsity in args.sparsity:

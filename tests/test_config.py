@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tf_lth import cli, config, controls, masks, models, rewind
+from tf_lth import cli, config, controls, masks, models, recipe, rewind
 from tf_lth.config import ExperimentConfig, TicketConfig, TrainingConfig
 from tf_lth.errors import TfLthError
 
@@ -33,7 +33,9 @@ def test_every_config_field_is_a_flag_with_its_help_and_choices():
             assert f"(default: {shown})" in action.help, f.name
     assert tuple(actions["criterion"].choices) == masks.CRITERIA.names()
     assert tuple(actions["survivors"].choices) == rewind.SURVIVORS.names()
-    assert tuple(actions["model"].choices) == models.MODELS.names()
+    assert tuple(actions["schedule"].choices) == recipe.SCHEDULES.names()
+    assert all(name in actions["model"].help for name in models.MODELS.names())  # and module:function, files
+    assert "npz:PATH" in actions["dataset"].help and "folder:PATH" in actions["dataset"].help
     assert "--no-jit" in actions["jit_compile"].option_strings
 
 

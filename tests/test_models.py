@@ -39,7 +39,7 @@ def test_parameter_counts(name, count):
     assert model.name == name
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv2", "conv4", "conv6"])  # the deep ones: test_deep_models
 def test_layers(name):
     model = networks.build(name)
     assert isinstance(model, keras.Model)
@@ -94,11 +94,18 @@ def test_paper_defaults():
         assert (spec.input_shape, spec.optimizer, spec.batch_size) == ((32, 32, 3), "adam", 60)
         assert spec.learning_rate == lr, name
         assert dict(spec.rates) == {"conv": conv_rate, "dense": 0.2, "output": 0.1}, name
-    assert list(models.MODELS) == ["lenet_300_100", "conv2", "conv4", "conv6"]
+    assert list(models.MODELS) == ["lenet_300_100", "conv2", "conv4", "conv6", "resnet20", "vgg16"]
+    for name, k in (("resnet20", 500), ("vgg16", 1000)):  # Frankle et al. 2020's CIFAR-10 recipe
+        spec = models.spec(name)
+        assert (spec.input_shape, spec.optimizer, spec.learning_rate, spec.momentum, spec.batch_size, spec.epochs) == (
+            (32, 32, 3), "sgd", 0.1, 0.9, 128, 160)
+        assert (spec.schedule, spec.milestones, spec.weight_decay, spec.augment) == ("step", ("80ep", "120ep"), 1e-4, True)
+        assert dict(spec.ticket) == {"scope": "global", "ignore": ("output",), "rewind": f"iteration:{k}"}
+        assert "Frankle et al. 2020" in spec.source
 
 
 def test_unknown_model():
-    with pytest.raises(TfLthError, match="unknown model 'resnet'.*lenet_300_100"):
+    with pytest.raises(TfLthError, match="unknown model 'resnet' .*lenet_300_100"):
         models.spec("resnet")
     with pytest.raises(TfLthError, match="unknown model"):
         networks.build("resnet")

@@ -15,7 +15,7 @@ from tf_lth.training import EpochCheckpoint
 
 # mnist5k: 70 steps of 50 an epoch, an evaluation every 10 steps, 3 epochs
 OPTIONS = dict(rounds=2, epochs=3, batch_size=50, eval_every=10, early_bird=0.015, early_bird_patience=2,
-               controls=(), export=())
+               early_bird_window=1, controls=(), export=())
 
 
 class Killed(Exception):
@@ -123,3 +123,31 @@ def test_the_comparison_script_reads_both_runs(early, tmp_path):
     assert 0 < result["rounds"][2]["mask_overlap"] < 1  # masks drawn from other weights differ somewhat
     assert result["total_iterations"]["full"] == 630 and result["iterations_ratio"] < 1
     assert (tmp_path / "early_bird.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_window_of_candidates_stops_by_the_rule_and_resumes_the_same(tmp_path, monkeypatch):
+    """You et al.'s FIFO: each distance is the largest to the last 3 candidates, no stop before the window
+    is full; the checkpoint holds the whole window, so a kill mid-round resumes to the same stops."""
+    options = {**OPTIONS, "early_bird": 0.03, "early_bird_window": 3}
+    whole = Experiment(ExperimentConfig.from_dict(options), tmp_path / "whole", verbose=0, log=lambda *a: None).run()
+    for row in whole["rounds"][:-1]:
+        distances = [p["distance"] for p in row["mask_distance"]]
+        full = distances[2:]  # points with the window full
+        stop = next(i for i in range(1, len(full) + 1) if early_bird_stop(full[:i], 0.03, 2))
+        assert row["stopped"] == "early_bird" and len(distances) == stop + 2
+    original = EpochCheckpoint.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if self.path.parent.name == "1" and epoch == 0:
+            assert sum(k.startswith("candidate2|") for k in read_npz(self.path)) > 0  # three candidates saved
+            raise Killed
+
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    with pytest.raises(Killed):
+        Experiment(ExperimentConfig.from_dict(options), tmp_path / "killed", verbose=0, log=lambda *a: None).run()
+    monkeypatch.undo()
+    resumed = Experiment(ExperimentConfig.from_dict(options), tmp_path / "killed", verbose=0, log=lambda *a: None).run()
+    assert whole["rounds"][1]["iterations"] > 70  # the kill came before round 1's stop
+    strip = lambda row: {k: v for k, v in row.items() if k != "wall_seconds"}  # noqa: E731
+    assert [strip(r) for r in whole["rounds"]] == [strip(r) for r in resumed["rounds"]]

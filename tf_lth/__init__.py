@@ -20,6 +20,8 @@ _LAZY = {
     "supermask": ("tf_lth.supermask", None),
     "training": ("tf_lth.training", None),
     "store": ("tf_lth.store", None),
+    "distribute": ("tf_lth.distribute", None),
+    "quantize": ("tf_lth.quantize", None),
     "LotteryTicket": ("tf_lth.lottery", "LotteryTicket"),
     "TicketConfig": ("tf_lth.config", "TicketConfig"),
     "TrainingConfig": ("tf_lth.config", "TrainingConfig"),

@@ -160,7 +160,7 @@ def run_branch(run_dir, kind: str, value: str, rounds: Iterable[int] | str | Non
         if done.exists():
             continue
         if data is None:  # loaded only when some round is still to train
-            data = data_lib.load(cfg.dataset, data_dir or cfg.data_dir, cfg.validation, cfg.seed)
+            data = data_lib.load_config(cfg, data_dir)
             val, test = data.pipeline("val", 1000), data.pipeline("test", 1000)
         started, checkpoint = time.time(), done.parent / "ticket.ckpt.npz"
         twin = branch_kind.make(store.load(run_dir, round=k), value, run_dir)

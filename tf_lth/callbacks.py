@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from tf_lth import keras2  # noqa: F401  (Keras 2 selected before TF-MOT is imported)
 from tf_lth import stopping
-from tf_lth.config import check_steps_per_execution
+from tf_lth.options import check_steps_per_execution
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
 
@@ -56,14 +56,21 @@ class TicketCallback(UpdatePruningStep):
         early_bird: at each evaluation point, draw the mask ``next_round`` would draw now and stop
             the round once it changed in less than this fraction of the weights ``early_bird_patience``
             points in a row (:mod:`tf_lth.stopping`); ``None``: train to the end.
+        early_bird_window: compare each candidate with the last this many candidates and take the
+            largest distance (You et al.'s FIFO of masks; no stop before it is full); 1: with the
+            previous candidate only.
         patience: stop after this many evaluation points without a lower validation loss.
+        max_steps: end the round after this many steps, part-way through an epoch if need be.
     """
 
     def __init__(self, ticket, test_data=None, validation_data=None, eval_every: int | None = None,
-                 early_bird: float | None = None, early_bird_patience: int = 3, patience: int | None = None):
+                 early_bird: float | None = None, early_bird_patience: int = 2, early_bird_window: int = 5,
+                 patience: int | None = None, max_steps: int | None = None):
         super().__init__()
+        self.max_steps = max_steps
         self.early_bird, self.early_bird_patience, self.patience = early_bird, early_bird_patience, patience
-        self.candidate: dict | None = None  # the last early-bird candidate masks (checkpointed with progress)
+        self.early_bird_window = early_bird_window
+        self.candidates: list[dict] = []  # the last early-bird candidate masks, oldest first (checkpointed)
         if eval_every is not None and validation_data is None:
             raise ValueError("eval_every needs validation_data= on the callback")
         self.ticket = ticket
@@ -79,16 +86,16 @@ class TicketCallback(UpdatePruningStep):
         """The round's evaluation points so far: iteration, val_loss, [val_accuracy, test_accuracy]."""
         return self.progress.curve
 
-    def resume(self, progress: RoundProgress, candidate: dict | None = None) -> "TicketCallback":
+    def resume(self, progress: RoundProgress, candidates: list | None = None) -> "TicketCallback":
         """Continue a round interrupted after some epochs from its checkpointed :attr:`progress` (and
-        the last early-bird :attr:`candidate` masks)."""
+        the last early-bird :attr:`candidates`, oldest first)."""
         self.progress = RoundProgress.from_dict(progress.to_dict())
-        self.candidate = candidate
+        self.candidates = list(candidates or [])
         return self
 
     def _implements_train_batch_hooks(self):
         # Keras calls batch hooks only for callbacks that need them: keep the hot loop free.
-        return bool(self.eval_every) or self.ticket.needs_thetak()
+        return bool(self.eval_every) or self.ticket.needs_thetak() or self.max_steps is not None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -111,6 +118,8 @@ class TicketCallback(UpdatePruningStep):
             marks["eval_every"] = self.eval_every
         if self.ticket.needs_thetak():
             marks["the rewind step"] = self.ticket.rewind.iteration
+        if self.max_steps is not None:
+            marks["the iterations"] = self.max_steps
         check_steps_per_execution(every, marks)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -124,6 +133,8 @@ class TicketCallback(UpdatePruningStep):
         if self.eval_every and steps % self.eval_every == 0:
             val = evaluate(self.model, self.validation_data)
             self._add_point(val["loss"], val.get("accuracy"))
+        if self.max_steps is not None and steps >= self.max_steps:
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
@@ -140,14 +151,14 @@ class TicketCallback(UpdatePruningStep):
         self.curve.append(point)
         if self.early_bird is not None:
             candidate = self.ticket.draw_masks()
-            if self.candidate is not None:
+            if self.candidates:
                 alive = {k: self.ticket.masks[k] for k in candidate}
-                distance = stopping.mask_distance(self.candidate, candidate, alive)
+                distance = max(stopping.mask_distance(old, candidate, alive) for old in self.candidates)
                 self.progress.distances.append({"iteration": point["iteration"], "distance": distance})
-                if stopping.early_bird_stop([p["distance"] for p in self.progress.distances], self.early_bird,
-                                            self.early_bird_patience):
+                full = [p["distance"] for p in self.progress.distances][self.early_bird_window - 1:]  # window filled
+                if stopping.early_bird_stop(full, self.early_bird, self.early_bird_patience):
                     self.stop("early_bird")
-            self.candidate = candidate
+            self.candidates = [*self.candidates, candidate][-self.early_bird_window:]
         if self.patience and stopping.val_loss_stop([p["val_loss"] for p in self.curve], self.patience):
             self.stop("val_loss")
 

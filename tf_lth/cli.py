@@ -1,6 +1,6 @@
 """The ``tf-lth`` command: argument parsing and one-line errors around the library.
 
-Flags come from the config dataclasses (:func:`tf_lth.config.add_flags`), and TensorFlow is
+Flags come from the config dataclasses (:func:`tf_lth.options.add_flags`), and TensorFlow is
 imported only once a command runs: ``--help`` and flag errors answer at once.
 
 Each subcommand is one entry of :data:`COMMANDS`: a help line, a function that adds its arguments
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from tf_lth import config as config_lib
-from tf_lth import datasets, results
+from tf_lth import datasets, distribute, options, results
 from tf_lth.errors import TfLthError
 
 PROG = "tf-lth"
@@ -48,7 +48,7 @@ TRAIN_EPOCHS = 5
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    config_lib.add_flags(parser, config_lib.ExperimentConfig, only=TRAIN_FLAGS, shown={"epochs": TRAIN_EPOCHS})
+    options.add_flags(parser, config_lib.ExperimentConfig, only=TRAIN_FLAGS, shown={"epochs": TRAIN_EPOCHS})
     parser.set_defaults(epochs=TRAIN_EPOCHS)
 
 
@@ -60,9 +60,11 @@ def train(args: argparse.Namespace) -> int:
     cfg = config_lib.ExperimentConfig.from_dict({k: v for k, v in vars(args).items() if k in TRAIN_FLAGS}).resolved()
     tr = cfg.training
     keras.utils.set_random_seed(cfg.seed)
-    ds = data.load(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed)
+    ds = data.load_config(cfg)
     model = networks.build(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    model.compile(optimizer=training.make_optimizer(tr), loss=training.LOSS, metrics=["accuracy"])
+    steps = training.steps_per_epoch(ds, tr)
+    model.compile(optimizer=training.make_optimizer(tr, steps, training.round_steps(tr, steps)), loss=training.LOSS,
+                  metrics=["accuracy"])
     epochs = f"{tr.epochs} epoch{'s' * (tr.epochs != 1)}"
     print(f"training {cfg.model} on {cfg.dataset} ({len(ds.x_train)} train / {len(ds.x_val)} validation / "
           f"{len(ds.x_test)} test): {epochs}, batch {tr.batch_size}, {config_lib.OPTIMIZERS.get(tr.optimizer)} {tr.learning_rate:g}, "
@@ -84,7 +86,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replicates: 0-4 or 0,3,7 runs OUTPUT/seed_<s>/ per seed, then the aggregate "
                              "(mean, min, max per round) and its plots")
     group = parser.add_argument_group("experiment (defaults: the paper's values for the model)")
-    config_lib.add_flags(group, config_lib.ExperimentConfig)
+    options.add_flags(group, config_lib.ExperimentConfig)
 
 
 def _read_config(path: str) -> dict:
@@ -135,6 +137,7 @@ def run_seeds(args: argparse.Namespace) -> tuple | None:
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a lottery-ticket experiment into its output folder, or one per seed."""
     config, seeds = run_config(args), run_seeds(args)  # a bad option is reported before TensorFlow loads
+    distribute.check(config.strategy, config.devices, config.resolved().training.batch_size)  # TF_CONFIG too
     from tf_lth.experiment import Experiment, run_replicates
 
     output = args.output or f"runs/{config.model}_{config.dataset}"
@@ -203,6 +206,8 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=datasets.DATASETS.names(), help="compare on and score its test split")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
     parser.add_argument("--no-benchmark", action="store_true", help="skip the latency runs")
+    parser.add_argument("--int8-io", action="store_true", help="int8 input and output for int8_full / int8_qat "
+                        "(default: float)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -210,14 +215,20 @@ def _export(args: argparse.Namespace) -> int:
     folder = Path(args.run_dir)
     if not (folder / "ticket.json").is_file():
         raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by tf_lth.store.save)")
-    from tf_lth import data, export, store
+    from tf_lth import data, export, quantize, store
 
     ticket = store.load(folder, round=args.round)
     name = folder.resolve().name
     out = Path(args.out) if args.out else export.default_path(name, ticket.round)
-    dataset = data.load(args.dataset, args.data_dir) if args.dataset else None
+    dataset = None
+    if args.dataset:  # at the image size the run trained at
+        run = folder / "config.json"
+        cfg = config_lib.ExperimentConfig.from_dict(json.loads(run.read_text())) if run.is_file() else None
+        dataset = data.load(args.dataset, args.data_dir, **({} if cfg is None else {
+            "image_size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize}))
     info = export.export_ticket(ticket.model, out, name=name, round=ticket.round, dataset=dataset,
-                                formats=args.formats, benchmark=not args.no_benchmark)
+                                formats=args.formats, benchmark=not args.no_benchmark,
+                                quantization=quantize.Options(int8_io=args.int8_io))
     print(export.summary(info))
     print(f"exported to {out}")
     return 0

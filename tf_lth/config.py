@@ -1,5 +1,5 @@
 """Every option of tf-lth, declared once: a dataclass field whose metadata holds its help, choices and
-parser, from which the command line's flags are generated (:func:`add_flags`).
+parser, from which the command line's flags are generated (:func:`tf_lth.options.add_flags`).
 
 :class:`TicketConfig` is how tickets are found, :class:`TrainingConfig` how each round trains, and
 :class:`ExperimentConfig` composes the two with the model, data, rounds, controls and export.
@@ -11,64 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from tf_lth import controls as controls_lib
-from tf_lth import datasets, masks, models
+from tf_lth import datasets, distribute, masks, models, recipe, user_data
 from tf_lth import rewind as rewind_lib
 from tf_lth.errors import TfLthError
+from tf_lth.options import check_steps_per_execution, csv, kind_rates, option, pair, whole
 from tf_lth.registry import Registry
+from tf_lth.user_data import RESIZE_MODES
 
-EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16")
+EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16", "int8_full", "int8_qat")
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite", "int8")
 OPTIMIZERS: Registry[str] = Registry("optimizer")  # name -> class of keras.optimizers
 OPTIMIZERS.add("adam", "Adam")
 OPTIMIZERS.add("sgd", "SGD")
-
-
-def csv(text: str) -> tuple:
-    """``a,b`` -> ``("a", "b")``; ``none`` or empty -> ``()``."""
-    return tuple(t for t in text.split(",") if t and t != "none")
-
-
-def kind_rates(text: str) -> dict:
-    try:
-        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KIND=RATE[,KIND=RATE...], e.g. dense=0.2,output=0.1")
-
-
-def pair(separator: str, example: str):
-    def parse(text: str) -> tuple:
-        try:
-            a, b = (int(v) for v in text.split(separator))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not of the form {example}") from None
-        return a, b
-
-    return parse
-
-
-def option(default=None, help: str = "", *, choices=None, parse=None, metavar=None, shown=None, flag=None):
-    """A config field and its flag: ``shown`` is the default as help prints it (default: ``default``),
-    ``choices`` a registry or tuple, ``parse`` the flag's type, ``flag`` the flag's name if not
-    ``--field-name`` (a boolean field gets ``--flag/--no-flag``)."""
-    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "shown": shown, "flag": flag}
-    return field(default=default, metadata=meta)
-
-
-def check_steps_per_execution(every: int, marks: dict) -> None:
-    """One-line error unless each step of ``marks`` (name -> step, None if unknown) is a multiple of
-    ``every``: with ``steps_per_execution=every`` Keras calls batch hooks once per ``every`` steps."""
-    bad = [f"{name} ({n or 'unknown'})" for name, n in marks.items() if not n or n % every]
-    if bad:
-        raise TfLthError(f"steps_per_execution = {every} must divide {' and '.join(bad)}: Keras calls callbacks "
-                         f"once per {every} steps; use steps_per_execution = 1 or a common divisor")
-
-
-def _whole(name: str, value, least: int = 1) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
-        raise TfLthError(f"{name} = {value} must be a whole number >= {least}")
+WEIGHT_DECAY_KINDS = ("l2", "decoupled")
+# training fields that default (None) to the model's recipe (models.ModelSpec has each)
+RECIPE = ("batch_size", "optimizer", "learning_rate", "momentum", "schedule", "milestones", "gamma", "warmup",
+          "weight_decay", "augment")
 
 
 @dataclass(frozen=True)
@@ -135,12 +96,29 @@ class TicketConfig:
 class TrainingConfig:
     """How each round trains (``None``: the model's recipe, or chosen from the data as documented)."""
 
-    epochs: int | None = option(None, "epochs per round", parse=int, shown="the model's, 10")
-    iterations: int | None = option(None, "iterations per round instead of epochs", parse=int)
+    epochs: int | None = option(None, "epochs per round (N or Nep)", parse=lambda t: recipe.length(t, "ep"),
+                                shown="the model's, 10")
+    iterations: int | None = option(None, "iterations per round instead of epochs, exactly (N or Nit)",
+                                    parse=lambda t: recipe.length(t, "it"))
     batch_size: int | None = option(None, "batch size", parse=int, shown="the model's")
     optimizer: str | None = option(None, "optimizer", choices=OPTIMIZERS, shown="the model's, adam")
-    learning_rate: float | None = option(None, "learning rate", parse=float, shown="the model's")
-    momentum: float = option(0.0, "SGD momentum", parse=float)
+    learning_rate: float | None = option(None, "base learning rate", parse=float, shown="the model's")
+    momentum: float | None = option(None, "SGD momentum", parse=float, shown="the model's, 0")
+    schedule: str | None = option(None, "learning-rate schedule over a round (by the optimizer's step, so lr "
+                                  "rewinding replays it)", choices=recipe.SCHEDULES, shown="the model's, constant")
+    milestones: tuple | None = option(None, "steps where the step schedule multiplies the rate by gamma, e.g. "
+                                      "80ep,120ep or 32000it", parse=recipe.lengths, metavar="L,...",
+                                      shown="the model's")
+    gamma: float | None = option(None, "factor of the step schedule at each milestone", parse=float,
+                                 shown="the model's, 0.1")
+    warmup: str | int | None = option(None, "linear learning-rate warm-up over this length (Nep or Nit)",
+                                      parse=recipe.length, metavar="LENGTH", shown="the model's, none")
+    weight_decay: float | None = option(None, "weight decay", parse=float, shown="the model's, 0")
+    weight_decay_kind: str = option("l2", "l2: added to the loss, so to the gradient (PyTorch's SGD, OpenLTH); "
+                                    "decoupled: the optimizer shrinks weights by lr*decay (Keras' weight_decay, "
+                                    "AdamW)", choices=WEIGHT_DECAY_KINDS)
+    augment: bool | None = option(None, "random crops (4-pixel padding) and horizontal flips of the training "
+                                  "images, seeded", shown="the model's")
     eval_every: int | None = option(None, "evaluate every N iterations (the papers use 100)", parse=int,
                                     metavar="N", shown="every epoch")
     # None: XLA on, except for convolutional models without a GPU, where only the optimizer's update
@@ -151,7 +129,9 @@ class TrainingConfig:
                                       "draw changes in less than this fraction of the alive weights between "
                                       "evaluation points, early_bird_patience times in a row (You et al. 2020)", parse=float,
                                       metavar="EPS", shown="off")
-    early_bird_patience: int = option(3, "evaluation points in a row below the early-bird EPS", parse=int, metavar="N")
+    early_bird_patience: int = option(2, "evaluation points in a row below the early-bird EPS", parse=int, metavar="N")
+    early_bird_window: int = option(5, "early-bird distance: the largest to the last N candidates (You et al.'s "
+                                    "FIFO; 1: the previous one only)", parse=int, metavar="N")
     patience: int | None = option(None, "stop a ticket's intermediate round after N evaluation points without a "
                                   "lower validation loss", parse=int, metavar="N", shown="off")
     full_rounds: tuple = option((), "rounds that train to the end whatever the stop rules (the last always does)",
@@ -161,17 +141,37 @@ class TrainingConfig:
     steps_per_execution: int | None = option(None, "training steps per call into TensorFlow", parse=int,
                                              metavar="N", shown="the most, up to 100, that keep every "
                                              "evaluation point, rewind step and epoch end")
+    mixed_precision: bool = option(False, "mixed precision: float16 compute with loss scaling on a GPU, bfloat16 on "
+                                   "CPUs; variables, loss and export stay float32", shown="off")
+    scale_lr: bool = option(False, "scale the learning rate by the batch size over the model's (linear rule)",
+                            shown="off, the learning rate is kept")
 
     def __post_init__(self):
         if self.early_bird is not None and not 0 < self.early_bird < 1:
             raise TfLthError(f"early_bird = {self.early_bird} must be a fraction strictly between 0 and 1")
-        _whole("early_bird_patience", self.early_bird_patience)
-        _whole("patience", self.patience)
+        whole("early_bird_patience", self.early_bird_patience)
+        whole("early_bird_window", self.early_bird_window)
+        whole("patience", self.patience)
         object.__setattr__(self, "full_rounds", tuple(int(r) for r in self.full_rounds))
         if self.epochs is not None and self.iterations is not None:
             raise TfLthError("give epochs or iterations per round, not both")
+        try:  # config files may write lengths as text: 160ep, 63000it
+            for name, unit in (("epochs", "ep"), ("iterations", "it"), ("warmup", None)):
+                if getattr(self, name) is not None:
+                    object.__setattr__(self, name, recipe.length(getattr(self, name), unit))
+            if self.milestones is not None:
+                object.__setattr__(self, "milestones", recipe.lengths(self.milestones))
+        except argparse.ArgumentTypeError as e:
+            raise TfLthError(str(e)) from None
+        if self.schedule is not None:
+            recipe.SCHEDULES.get(self.schedule)
+        if self.weight_decay_kind not in WEIGHT_DECAY_KINDS:
+            raise TfLthError(f"unknown weight_decay_kind {self.weight_decay_kind!r}: use {' or '.join(WEIGHT_DECAY_KINDS)}")
+        for name in ("weight_decay", "momentum"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise TfLthError(f"{name} = {getattr(self, name)} must be >= 0")
         for name in ("epochs", "iterations", "batch_size", "eval_every", "steps_per_execution"):
-            _whole(name, getattr(self, name))
+            whole(name, getattr(self, name))
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise TfLthError(f"learning_rate = {self.learning_rate} must be > 0")
         if self.optimizer is not None:
@@ -184,8 +184,16 @@ class ExperimentConfig:
     :class:`TicketConfig` and a :class:`TrainingConfig`. Build one from flat options (as flags and
     config files give them) with :meth:`from_dict`."""
 
-    model: str = option("lenet_300_100", "network", choices=models.MODELS)
-    dataset: str = option("mnist5k", "dataset (mnist5k works offline)", choices=datasets.DATASETS)
+    model: str = option("lenet_300_100", f"network: {', '.join(models.MODELS.names())}, or {models.USER_MODEL_HOWTO}",
+                        metavar="MODEL")
+    dataset: str = option("mnist5k", f"dataset: {', '.join(datasets.DATASETS.names())} (offline), npz:PATH (arrays "
+                          "x_train, y_train, x_test, y_test) or folder:PATH (a sub-folder of images per class)",
+                          metavar="DATA")
+    image_size: tuple | None = option(None, "resize the images to HxW (e.g. 32x32: Fashion-MNIST for the CIFAR models)",
+                                      parse=pair("x", "32x32"), metavar="HxW", shown="as stored")
+    channels: int | None = option(None, "image channels: 1, or 3 (gray repeated)", parse=int, shown="as stored")
+    resize: str = option("scale", "how --image-size is reached: scale (bilinear) or pad (zeros around the "
+                         "centre, or a centre crop)", choices=RESIZE_MODES)
     data_dir: str | None = option(None, f"folder of the dataset's files (or ${datasets.DATA_DIR_ENV})", metavar="DIR",
                                   shown="the system copy or Keras' cache/download")
     validation: int | None = option(None, "examples held out of train for early stopping", parse=int,
@@ -196,14 +204,31 @@ class ExperimentConfig:
     export: tuple = option(DEFAULT_EXPORT_FORMATS, f"formats of the final ticket: {', '.join(EXPORT_FORMATS)} "
                            "or none", parse=csv, metavar="FORMATS", shown=",".join(DEFAULT_EXPORT_FORMATS))
     seed: int = option(0, "random seed", parse=int)
+    strategy: str = option("default", "tf.distribute strategy: one device, mirrored over this machine's GPUs (or "
+                           "--devices), multi_worker over the machines TF_CONFIG names", choices=distribute.STRATEGIES,
+                           shown="default, one device")
+    devices: tuple = option((), "devices of --strategy mirrored, e.g. GPU:0,GPU:1", parse=csv, metavar="LIST",
+                            shown="every visible GPU, else the CPU")
     ticket: TicketConfig = field(default_factory=TicketConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self):
         models.spec(self.model)
-        datasets.DATASETS.get(self.dataset)
-        _whole("rounds", self.rounds, 0)
-        _whole("validation", self.validation, 0)
+        user_data.resolve(self.dataset)
+        if self.image_size is not None:  # "32x32" in a config file, [32, 32] in config.json
+            try:
+                size = pair("x", "32x32")(self.image_size) if isinstance(self.image_size, str) else self.image_size
+                object.__setattr__(self, "image_size", tuple(int(v) for v in size))
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+                raise TfLthError(f"image_size = {self.image_size!r}: {e}; write HxW, e.g. 32x32") from None
+        if self.channels not in (None, 1, 3):
+            raise TfLthError(f"channels = {self.channels}: use 1 or 3")
+        if self.resize not in RESIZE_MODES:
+            raise TfLthError(f"unknown resize {self.resize!r}: use {' or '.join(RESIZE_MODES)}")
+        object.__setattr__(self, "devices", tuple(self.devices))
+        distribute.check_strategy(self.strategy, self.devices)  # TF_CONFIG and replicas: when the run starts
+        whole("rounds", self.rounds, 0)
+        whole("validation", self.validation, 0)
         object.__setattr__(self, "controls", controls_lib.CONTROLS.check(self.controls))
         object.__setattr__(self, "export", tuple(self.export))
         bad = [f for f in self.export if f not in EXPORT_FORMATS]
@@ -226,49 +251,22 @@ class ExperimentConfig:
         unknown = set(options) - {f.name for f in fields(cls)}
         if unknown:
             raise TfLthError(f"unknown config key(s) {', '.join(sorted(unknown))}")
+        for key, value in models.spec(options.get("model", cls.model)).ticket.items():
+            parts["ticket"].setdefault(key, value)  # the model's recipe (scope, rewind, ...) unless given
         return cls(**options, ticket=TicketConfig.from_dict(parts["ticket"]), training=TrainingConfig(**parts["training"]))
 
     def resolved(self) -> "ExperimentConfig":
         """This config with every ``None`` that the model's recipe decides filled in (what config.json
-        holds): batch size, optimizer, learning rate, epochs, rates; the ticket's seed is ours."""
+        holds): batch size, optimizer, learning rate and schedule, epochs, rates, ...; the ticket's
+        seed is ours."""
         spec, t, tr = models.spec(self.model), self.ticket, self.training
         by_layer = t.rate is None and t.scope == "layerwise"  # the spec's per-layer rates
         rates = t.rates if t.rates is not None else (dict(spec.rates) if by_layer else None)
         rate = t.rate if t.rate is not None else spec.rates.get("dense", 0.2)
-        training = replace(tr, batch_size=tr.batch_size or spec.batch_size, optimizer=tr.optimizer or spec.optimizer,
-                           learning_rate=tr.learning_rate or spec.learning_rate,
-                           epochs=None if tr.iterations else (tr.epochs or spec.epochs))
+        recipe_fields = {name: getattr(spec, name) for name in RECIPE if getattr(tr, name) is None}
+        training = replace(tr, **recipe_fields, epochs=None if tr.iterations else (tr.epochs or spec.epochs))
         return replace(self, ticket=replace(t, rate=rate, rates=rates, seed=self.seed), training=training)
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), ``ticket`` and ``training`` nested."""
         return json.loads(json.dumps(asdict(self)))
-
-
-def add_flags(parser, cls, only=None, shown: dict | None = None, seen: set | None = None) -> None:
-    """Add a flag per field of ``cls`` (nested configs included; a name already seen, like the ticket's
-    ``seed``, once; only the fields named in ``only`` if given; ``shown`` overrides defaults as help
-    prints them) whose default is ``SUPPRESS``, so that a flag not given leaves the config file's
-    value or the field's default."""
-    seen, shown = set() if seen is None else seen, shown or {}
-    for f in fields(cls):
-        if f.default_factory is not MISSING and is_dataclass(f.default_factory):
-            add_flags(parser, f.default_factory, only, shown, seen)
-            continue
-        if f.name in seen or (only is not None and f.name not in only):
-            continue
-        seen.add(f.name)
-        meta = f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        default = shown.get(f.name, meta.get("shown") or ("none" if f.default is None else f.default))
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{meta.get('help', '')} (default: {default})"}
-        if meta.get("choices") is not None:
-            choices = meta["choices"]
-            kwargs["choices"] = choices.names() if isinstance(choices, Registry) else tuple(choices)
-        if f.type in ("bool | None", "bool"):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = meta.get("parse") or str
-            if meta.get("metavar"):
-                kwargs["metavar"] = meta["metavar"]
-        parser.add_argument(flag, **kwargs)

@@ -8,25 +8,31 @@ each split becomes a TensorFlow tensor once per process, sharing the numpy array
 and ``tf.data`` is told not to rewrite the pipeline graph, which would serialise a copy of it.
 
 Which datasets exist, where their files are found and how they are read is
-:mod:`tf_lth.datasets` (one :class:`~tf_lth.datasets.DatasetSpec` each, in a registry); this
-module holds out the validation split and makes the pipelines.
+:mod:`tf_lth.datasets` (one :class:`~tf_lth.datasets.DatasetSpec` each, in a registry, or made
+from a user's ``npz:PATH`` / ``folder:PATH``); this module holds out the validation split, fits
+the images to a model's input (:func:`fit_images`) and makes the pipelines, with the training
+augmentation (:func:`crop_and_flip`) drawn by stateless random ops from ``(seed, epoch)``.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
+from tf_lth.augment import augment_draws, crop_and_flip
 from tf_lth.datasets import DATA_DIR_ENV, DATASETS, read_idx
 from tf_lth.errors import TfLthError
 from tf_lth.keras2 import tf
+from tf_lth.user_data import RESIZE_MODES, resolve
 
 # DATA_DIR_ENV, DATASETS (the registry of specs) and read_idx live in tf_lth.datasets; they are
 # named here too because the command line and scripts reach them as data.<name>.
-__all__ = ["ALIGN", "DATASETS", "DATA_DIR_ENV", "Dataset", "load", "normalize", "read_idx"]
+__all__ = ["ALIGN", "DATASETS", "DATA_DIR_ENV", "RESIZE_MODES", "Dataset", "fit_images", "load", "load_config", "normalize",
+           "read_idx", "resolve"]
 ALIGN = 64  # bytes: TensorFlow only shares the memory of arrays aligned like its own tensors
+RESIZE_ROWS = 1024  # images rescaled at a time: no float copy of a whole split
 
 
 @dataclass(frozen=True)
@@ -64,20 +70,30 @@ class Dataset:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         return _in_place(ds.batch(batch_size).map(normalize, num_parallel_calls=tf.data.AUTOTUNE))
 
-    def epochs(self, batch_size: int, epochs: int, seed: int = 0, initial_epoch: int = 0):
+    def epochs(self, batch_size: int, epochs: int, seed: int = 0, initial_epoch: int = 0, augment: bool = False):
         """Training batches for epochs ``initial_epoch .. epochs - 1``, and the steps per epoch.
 
         Epoch ``e`` is ordered by a permutation drawn from ``(seed, e)`` alone, so a run resumed
         at any epoch sees exactly the batches an uninterrupted run sees. Batches are gathered from
-        the uint8 arrays and normalised on the fly (no float copy of the dataset).
+        the uint8 arrays and normalised on the fly (no float copy of the dataset). With ``augment``
+        each image is randomly cropped after zero padding and flipped (:func:`crop_and_flip`); the draws
+        come from ``(seed, e)`` alone too (stateless ops), one per place in the epoch, so they do
+        not depend on where a run was resumed, nor on the batch size.
         """
         x, y = self._tensors["train"]
         n = len(self.x_train)
-        order = np.stack([np.random.default_rng([seed, e]).permutation(n).astype(np.int32)
-                          for e in range(initial_epoch, epochs)])
-        ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
-            lambda perm: tf.data.Dataset.from_tensor_slices(perm).batch(batch_size))
-        ds = ds.map(lambda idx: normalize(tf.gather(x, idx), tf.gather(y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+        numbers = np.arange(initial_epoch, epochs, dtype=np.int64)
+        order = np.stack([np.random.default_rng([seed, e]).permutation(n).astype(np.int32) for e in numbers])
+        if augment:
+            ds = tf.data.Dataset.from_tensor_slices((numbers, order)).flat_map(
+                lambda e, perm: tf.data.Dataset.from_tensor_slices((perm, augment_draws(seed, e, n))).batch(batch_size))
+            ds = ds.map(lambda idx, draws: normalize(crop_and_flip(tf.gather(x, idx), draws), tf.gather(y, idx)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
+                lambda perm: tf.data.Dataset.from_tensor_slices(perm).batch(batch_size))
+            ds = ds.map(lambda idx: normalize(tf.gather(x, idx), tf.gather(y, idx)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         return _in_place(ds), -(-n // batch_size)
 
     @cached_property
@@ -127,14 +143,82 @@ def normalize(x, y):
     return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
 
 
+def image_size_of(image_size) -> tuple[int, int]:
+    """``image_size`` as ``(height, width)`` of positive ints, or a one-line error."""
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        height = width = 0
+    if height <= 0 or width <= 0 or tuple(image_size) != (height, width):
+        raise TfLthError(f"image_size={image_size!r} must be (height, width), two positive whole numbers")
+    return height, width
+
+
+def fit_images(x: np.ndarray, image_size=None, channels: int | None = None, resize: str = "scale") -> np.ndarray:
+    """uint8 images ``(N, H, W, C)`` fitted to a model's input: ``image_size`` ``(height, width)`` and
+    ``channels`` (1 or 3); ``None`` keeps that of ``x``, and ``x`` itself is returned if nothing changes.
+
+    ``resize="scale"`` rescales (bilinear, antialiased when shrinking; rounded back to uint8);
+    ``resize="pad"`` pads with zeros around the centre, or crops the centre, as LeNet-5 pads 28x28
+    MNIST to 32x32 (``tf.image.resize_with_crop_or_pad``'s placement). One channel becomes three by
+    repeating it; three become one by luminance (ITU-R 601-2, Pillow's ``L``).
+    """
+    if resize not in RESIZE_MODES:
+        raise TfLthError(f"resize={resize!r}: choose one of {', '.join(RESIZE_MODES)}")
+    height, width = x.shape[1:3] if image_size is None else image_size_of(image_size)
+    have = x.shape[3]
+    want = have if channels is None else channels
+    if want != have and (want, have) not in ((3, 1), (1, 3)):
+        raise TfLthError(f"cannot make {want}-channel images from {have}-channel ones: use channels=1 or 3 "
+                         f"(or the images' own {have})")
+    if want < have:
+        x = np.rint(x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None].astype(np.uint8)
+    if (height, width) != x.shape[1:3]:
+        x = _padded(x, height, width) if resize == "pad" else _rescaled(x, height, width)
+    if want > have:
+        x = np.repeat(x, want, axis=3)
+    return x
+
+
+def _padded(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``x`` centred in ``height x width`` zeros (or its centre cropped to it), per axis."""
+    out = np.zeros((len(x), height, width, x.shape[3]), np.uint8)
+    (top, crop_top, rows), (left, crop_left, cols) = (
+        (max(size - have, 0) // 2, max(have - size, 0) // 2, min(size, have))
+        for size, have in ((height, x.shape[1]), (width, x.shape[2])))
+    out[:, top:top + rows, left:left + cols] = x[:, crop_top:crop_top + rows, crop_left:crop_left + cols]
+    return out
+
+
+def _rescaled(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``x`` rescaled to ``height x width`` (bilinear, antialiased), a chunk at a time."""
+    out = np.empty((len(x), height, width, x.shape[3]), np.uint8)
+    for start in range(0, len(x), RESIZE_ROWS):
+        chunk = tf.image.resize(x[start:start + RESIZE_ROWS], (height, width), method="bilinear", antialias=True)
+        out[start:start + RESIZE_ROWS] = np.clip(np.rint(chunk.numpy()), 0, 255)
+    return out
+
+
 def load(name: str = "mnist5k", data_dir: str | os.PathLike | None = None, validation: int | None = None,
-         seed: int = 0) -> Dataset:
+         seed: int = 0, image_size=None, channels: int | None = None, resize: str = "scale") -> Dataset:
     """Load dataset ``name`` and hold ``validation`` examples of train out (seeded by ``seed``).
 
+    ``name`` is a registered dataset, ``npz:PATH`` or ``folder:PATH`` (see :mod:`tf_lth.datasets`).
     ``data_dir`` (or the ``TF_LTH_DATA_DIR`` environment variable) names a folder with the
-    standard files, directly or in a sub-folder named after the dataset.
+    standard files, directly or in a sub-folder named after the dataset. ``image_size``,
+    ``channels`` and ``resize`` fit every split to a model's input (:func:`fit_images`): e.g.
+    Fashion-MNIST for the CIFAR networks is ``image_size=(32, 32), channels=3, resize="pad"``. An
+    image folder is read at the asked size at once (one resize, by Keras) when ``resize="scale"``.
     """
-    spec = DATASETS.get(name)
+    spec = resolve(name)
+    if image_size is not None:
+        image_size = image_size_of(image_size)
+        if spec.resizes and resize == "scale":
+            spec = replace(spec, shape=(*image_size, spec.shape[2]))
+    if resize not in RESIZE_MODES:
+        raise TfLthError(f"resize={resize!r}: choose one of {', '.join(RESIZE_MODES)}")
+    if channels not in (None, 1, 3):
+        raise TfLthError(f"channels={channels!r}: use 1 or 3 (or leave it out to keep the images' own)")
     (x_train, y_train), (x_test, y_test) = spec.read(data_dir)
     if validation is None:
         validation = spec.sizes[1]
@@ -142,7 +226,16 @@ def load(name: str = "mnist5k", data_dir: str | os.PathLike | None = None, valid
         raise TfLthError(
             f"validation={validation} must be between 0 and {len(x_train) - 1} for {name}"
         )
+    x_train = fit_images(x_train, image_size, channels, resize)
+    x_test = fit_images(x_test, image_size, channels, resize)
     order = np.random.default_rng(seed).permutation(len(x_train))
     train, val = order[: len(x_train) - validation], order[len(x_train) - validation:]
     return Dataset(name, _take(x_train, train), _take(y_train, train), _take(x_train, val), _take(y_train, val),
                    _aligned(x_test), _aligned(y_test), num_classes=spec.num_classes)
+
+
+def load_config(config, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """The data of an :class:`~tf_lth.config.ExperimentConfig` (its dataset, validation split, seed and
+    image size), from ``data_dir`` if given, else the config's."""
+    return load(config.dataset, data_dir or config.data_dir, config.validation, config.seed,
+                image_size=config.image_size, channels=config.channels, resize=config.resize)

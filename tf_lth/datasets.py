@@ -11,6 +11,8 @@ so the command line lists the names at once; :mod:`tf_lth.data` makes the splits
 | ``mnist`` | folder of IDX files or ``mnist.npz``, else Keras' cache or download | 55,000 / 5,000 / 10,000 | 28x28x1 |
 | ``fashion_mnist`` | same; also Debian's ``/usr/share/datasets/fashion-mnist`` | 55,000 / 5,000 / 10,000 | 28x28x1 |
 | ``cifar10`` | folder ``cifar-10-batches-py``, else Keras' cache or download | 45,000 / 5,000 / 10,000 | 32x32x3 |
+
+A user's own data (``npz:PATH``, ``folder:PATH``) is :mod:`tf_lth.user_data`.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from tf_lth.errors import TfLthError
 from tf_lth.registry import Registry
 
 DATA_DIR_ENV = "TF_LTH_DATA_DIR"
-SPLIT_SEED = 1234  # fixes mnist5k's test split so that every seed is scored on the same digits
+SPLIT_SEED = 1234  # fixes mnist5k's (and an image folder's) test split: every seed is scored on the same images
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class DatasetSpec:
         system_dirs: folders searched when no data dir is given (a distribution's packaged copy).
         keras_name: ``keras.datasets.<keras_name>``, tried last (its cache, else a download).
         npz: a Keras ``.npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``) accepted instead of ``files``.
+        source: the file or folder of a user's dataset (``npz:PATH``, ``folder:PATH``).
+        resizes: the reader makes images of any ``shape`` the spec is given (no second resize).
     """
 
     name: str
@@ -63,6 +67,8 @@ class DatasetSpec:
     system_dirs: tuple[str, ...] = ()
     keras_name: str | None = None
     npz: str | None = None
+    source: str | None = None
+    resizes: bool = False
 
     def read(self, data_dir: str | os.PathLike | None = None) -> tuple:
         """``((x_train, y_train), (x_test, y_test))`` from the reader (before the validation split)."""
@@ -104,10 +110,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(raw) != expected:
-        raise TfLthError(
-            f"{path} is truncated or damaged: expected {expected} bytes for shape {shape}, "
-            f"found {len(raw)} (fetch it again)"
-        )
+        raise TfLthError(f"{path} is truncated or damaged: expected {expected} bytes for shape {shape}, "
+                         f"found {len(raw)} (fetch it again)")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
@@ -143,9 +147,7 @@ def _idx_from_folders(spec: DatasetSpec, folders: list[Path], explicit: bool):
             missing = [stem for stem, path in zip(spec.files, found) if path is None]
             raise TfLthError(f"{folder} lacks {', '.join(missing)} (.gz or plain) for {spec.name}")
     if explicit:
-        raise TfLthError(
-            f"no {spec.name} files in {folders[0]}: expected {', '.join(spec.files)} (.gz or plain)"
-        )
+        raise TfLthError(f"no {spec.name} files in {folders[0]}: expected {', '.join(spec.files)} (.gz or plain)")
     return None
 
 
@@ -176,8 +178,8 @@ def _cifar_from_folders(spec: DatasetSpec, folders: list[Path], explicit: bool):
     return None
 
 
-# What a failed or cut-short download raises: network and file errors (URLError, HTTPError, socket
-# errors and timeouts are OSErrors), a dropped HTTP connection, and a truncated archive in the cache.
+# A failed or cut-short download: network and file errors (URLError, HTTPError, socket errors and
+# timeouts are OSErrors), a dropped HTTP connection, a truncated archive in the cache.
 DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, EOFError, zlib.error, zipfile.BadZipFile, tarfile.ReadError)
 KERAS_BAD_DOWNLOAD = "Incomplete or corrupted file detected"  # get_file's ValueError on a hash mismatch
 
@@ -205,11 +207,9 @@ def from_keras(spec: DatasetSpec) -> tuple:
     except Exception as e:
         if not download_failed(e):
             raise
-        raise TfLthError(
-            f"{spec.name} is not available offline ({type(e).__name__}): pass data_dir= / --data-dir "
-            f"with the standard files, set {DATA_DIR_ENV}, or download it once with Keras "
-            f"(keras.datasets.{spec.keras_name}.load_data()) on a connected machine"
-        ) from None
+        raise TfLthError(f"{spec.name} is not available offline ({type(e).__name__}): pass data_dir= / --data-dir "
+                         f"with the standard files, set {DATA_DIR_ENV}, or download it once with Keras "
+                         f"(keras.datasets.{spec.keras_name}.load_data()) on a connected machine") from None
 
 
 def _files_or_keras(spec: DatasetSpec, data_dir, find) -> tuple:

@@ -9,6 +9,8 @@ One output folder per experiment (layout in the README)::
 Every file is written atomically; a finished round has ``rounds/<k>/result.json`` and is skipped
 on re-run; an unfinished one continues from its last epoch checkpoint, and since each epoch's
 batch order depends only on ``(seed, round, epoch)`` the resumed run equals an uninterrupted one.
+Under a ``tf.distribute`` strategy (:mod:`tf_lth.distribute`) only the chief writes the folder; another
+worker trains in a temporary copy of it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tf_lth import branches, controls, networks, replicates, store, supermask
+from tf_lth import branches, controls, distribute, models, networks, replicates, store, supermask
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
@@ -79,11 +81,12 @@ class Experiment:
     # -- training ------------------------------------------------------------------------
     def _train(self, ticket: LotteryTicket, round_: int, name: str) -> dict:
         """Train ``ticket`` for one round, resuming from its epoch checkpoint if there is one."""
-        return train_round(ticket, self.data, self.config.training, seed=self.config.seed, round_=round_,
+        return train_round(ticket, self.data, self.training, seed=self.config.seed, round_=round_,
                            val=self.val, test=self.test,
                            checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
                            tensorboard=self.out / "tensorboard" / f"round_{round_}" / name, verbose=self.verbose,
-                           may_stop=name == "ticket" and self.intermediate(round_))
+                           may_stop=name == "ticket" and self.intermediate(round_),
+                           log=(lambda line: self.log(f"{line} ({name})")) if self.verbose else None)
 
     def intermediate(self, round_: int) -> bool:
         """Whether the ticket of ``round_`` only decides the next mask (its stop rules apply): every
@@ -91,7 +94,7 @@ class Experiment:
         return round_ < self.config.rounds and round_ not in self.config.training.full_rounds
 
     def _compile(self, ticket: LotteryTicket) -> None:
-        compile_round(ticket, self.config.training, steps_per_epoch(self.data, self.config.training))
+        compile_round(ticket, self.training, steps_per_epoch(self.data, self.training))
 
     # -- rounds --------------------------------------------------------------------------
     def _ticket_for(self, ticket: LotteryTicket | None, r: int) -> LotteryTicket:
@@ -123,9 +126,26 @@ class Experiment:
         return result
 
     def run(self, restart_round: int | None = None) -> dict:
-        """Run the rounds not finished yet (after discarding rounds >= ``restart_round``)."""
+        """Run the rounds not finished yet (after discarding rounds >= ``restart_round``) under the config's
+        strategy and precision (:mod:`tf_lth.distribute`); only the chief writes the folder, plots, export."""
+        cfg, out = self.config, self.out
+        with distribute.open_session(cfg.strategy, cfg.devices, cfg.training, models.spec(cfg.model).batch_size,
+                                     out) as self.session:  # another worker: a temporary copy of the folder
+            self.out, self.training = self.session.folder, self.session.training
+            results, ticket = self._rounds(restart_round)
+        self.out = out
+        if self.session.is_chief:
+            from tf_lth import plots  # matplotlib: only where figures are drawn
+            plots.plot_results(branches.rows_with_branches(out), out / "plots")  # branches stay drawn
+            plots.plot_mask_distance(results, out / "plots" / "mask_distance.png")
+            if cfg.export and results and not (out / "export" / f"round_{results[-1]['round']}").exists():
+                self._export(ticket, results[-1]["round"])
+        self.log(summary_table(results, cfg.controls))
+        return {"config": cfg.to_dict(), "rounds": results}
+
+    def _rounds(self, restart_round: int | None) -> tuple[list, LotteryTicket | None]:
         cfg = self.config
-        self.data = data_lib.load(cfg.dataset, cfg.data_dir, cfg.validation, cfg.seed)
+        self.data = data_lib.load_config(cfg)
         self.claim_folder()
         if restart_round is not None:
             self.restart_from(restart_round)
@@ -146,16 +166,9 @@ class Experiment:
             write_json(done, row)
             results.append(row)
             self._write_results(results)
-            self._progress(row, results, started)
+            self.log(progress_line(cfg, row, results, started))
         self._write_results(results)
-        from tf_lth import plots
-
-        plots.plot_results(branches.rows_with_branches(self.out), self.out / "plots")  # branches stay drawn
-        plots.plot_mask_distance(results, self.out / "plots" / "mask_distance.png")
-        if cfg.export and results and not (self.out / "export" / f"round_{results[-1]['round']}").exists():
-            self._export(ticket, results[-1]["round"])
-        self.log(summary_table(results, cfg.controls))
-        return {"config": cfg.to_dict(), "rounds": results}
+        return results, ticket
 
     def _round(self, ticket: LotteryTicket, r: int) -> dict:
         trained = next((h for h in ticket.history if h["round"] == r), None)
@@ -190,20 +203,24 @@ class Experiment:
                              dataset=self.data, formats=self.config.export)
         self.log(summary(info))
 
-    def _progress(self, row: dict, results: list, started: float) -> None:
-        left = self.config.rounds - row["round"]
-        eta = (time.time() - started) / max(len(results), 1) * left
-        controls = "".join(f"  {k} {v.get('test_accuracy', float('nan')):.4f}" for k, v in row["controls"].items())
-        self.log(f"round {row['round']}/{self.config.rounds}  weights {100 * row['weights_remaining']:.1f}%  "
-                 f"test {row['test_accuracy']:.4f}  early-stop it {row['early_stop_iteration']} "
-                 f"({row['early_stop_test_accuracy']:.4f}){controls}  {row['wall_seconds']:.1f} s  "
-                 f"ETA {eta / 60:.1f} min")
-
     def _write_results(self, results: list) -> None:
         totals = {"total_iterations": sum(r.get("iterations") or 0 for r in results),
                   "total_wall_seconds": round(sum(r.get("wall_seconds") or 0 for r in results), 2)}
-        write_json(self.out / "results.json", {"config": self.config.to_dict(), "rounds": results, **totals})
+        write_json(self.out / "results.json", {"config": self.config.to_dict(), "model_source": models.spec(
+            self.config.model).source, "distribution": self.session.record, "rounds": results, **totals})
         write_csv(self.out / "results.csv", results)
+
+
+def progress_line(config: ExperimentConfig, row: dict, results: list, started: float) -> str:
+    """The line a finished round prints: accuracy, early stop, controls, time, speed, ETA."""
+    eta = (time.time() - started) / max(len(results), 1) * (config.rounds - row["round"])
+    controls = "".join(f"  {k} {v.get('test_accuracy', float('nan')):.4f}" for k, v in row["controls"].items())
+    trained = (row.get("iterations") or 0) + sum(v.get("iterations") or 0 for v in row["controls"].values())
+    speed = trained * config.training.batch_size / max(row["wall_seconds"], 1e-9)
+    return (f"round {row['round']}/{config.rounds}  weights {100 * row['weights_remaining']:.1f}%  "
+            f"test {row['test_accuracy']:.4f}  early-stop it {row['early_stop_iteration']} "
+            f"({row['early_stop_test_accuracy']:.4f}){controls}  {row['wall_seconds']:.1f} s  "
+            f"{speed:,.0f} examples/s  ETA {eta / 60:.1f} min")
 
 
 def run_replicates(config: ExperimentConfig, output, seeds, verbose: int = 1, log=print,

@@ -1,4 +1,4 @@
-"""Ship a ticket: SavedModel, sparse TFLite (fp32, int8, fp16) and a ticket.json of what they give.
+"""Ship a ticket: SavedModel, sparse TFLite (fp32, int8, fp16, full-integer int8) and a ticket.json.
 
 One export folder (default ``saved_models/<name>/round_<k>/``)::
 
@@ -6,6 +6,7 @@ One export folder (default ``saved_models/<name>/round_<k>/``)::
     ticket.tflite         fp32, EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse)
     ticket_int8.tflite    + dynamic-range int8 (Optimize.DEFAULT)
     ticket_fp16.tflite    + float16 weights (optional)
+    ticket_int8_full.tflite, ticket_int8_qat.tflite   full-integer (optional, :mod:`tf_lth.quantize`)
     ticket.json           sparsity, parameter counts, bytes (raw, gzipped, vs dense), Keras-vs-TFLite
                           logit difference, accuracy, ops, sparse check, op resolver, latency
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tf_lth import data as data_lib
-from tf_lth import tflite
+from tf_lth import quantize, tflite
 from tf_lth.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from tf_lth.keras2 import keras, require_tf_keras_model, tf
 from tf_lth.errors import TfLthError
@@ -48,12 +49,15 @@ def default_path(name: str, round: int | None = None) -> Path:
 
 
 def export_ticket(model, path=None, *, name: str | None = None, round: int | None = None, dataset=None,
-                  formats=DEFAULT_EXPORT_FORMATS, fp16: bool = False, benchmark: bool = True, sample=None) -> dict:
+                  formats=DEFAULT_EXPORT_FORMATS, fp16: bool = False, benchmark: bool = True, sample=None,
+                  quantization: quantize.Options | None = None) -> dict:
     """Export ``model`` (TF-MOT wrappers stripped, masks applied) to ``path`` and return ticket.json.
 
     ``dataset`` (a :class:`~tf_lth.data.Dataset` or its name) gives the comparison batch and the
-    test accuracy; without it ``sample`` (an input array) or a seeded uniform batch is compared.
-    ``fp16=True`` adds ``"fp16"`` to ``formats``; ``benchmark=False`` skips the latency runs.
+    test accuracy, and the training examples int8_full / int8_qat need; without it ``sample`` (an input
+    array) or a seeded uniform batch is compared. ``fp16=True`` adds ``"fp16"`` to ``formats``;
+    ``benchmark=False`` skips the latency runs; ``quantization`` sets the full-integer formats' I/O type,
+    calibration and QAT fine-tune.
     """
     require_tf_keras_model(model)
     formats = tuple(dict.fromkeys([*formats, *(["fp16"] if fp16 else [])]))
@@ -70,6 +74,8 @@ def export_ticket(model, path=None, *, name: str | None = None, round: int | Non
     path = Path(path) if path is not None else default_path(name, round)
     data = data_lib.load(dataset) if isinstance(dataset, str) else dataset
     net = stripped(model)
+    quantization = quantization or quantize.Options()
+    quantize.check(net, data, formats, quantization)
     x, source = _check_batch(net, data, sample)
     info = {"name": name, "round": round, "input": {"name": INPUT, "shape": [None, *net.input_shape[1:]],
                                                       "dtype": net.inputs[0].dtype.name},
@@ -90,10 +96,11 @@ def export_ticket(model, path=None, *, name: str | None = None, round: int | Non
             dense = tflite.convert(saved, "dense")
             info["dense"] = {"bytes": len(dense), "gzip_bytes": _gzip_len(dense), **tflite.inspect_tflite(dense)}
             files = {"dense": dense}
-            for kind in kinds:
-                files[kind] = tflite.convert(saved, kind)
+            for kind in kinds:  # a full-integer file is checked against the model it is converted from
+                files[kind], reference, extra = (quantize.convert(kind, net, saved, data, x, keras_logits, quantization)
+                                                 if kind in quantize.FORMATS else (tflite.convert(saved, kind), keras_logits, {}))
                 (tmp / tflite.TFLITE[kind][0]).write_bytes(files[kind])
-                info["formats"][kind] = _tflite_report(kind, files[kind], info["dense"], keras_logits, x, test)
+                info["formats"][kind] = {**_tflite_report(kind, files[kind], info["dense"], reference, x, test), **extra}
                 tflite.verify(kind, info["formats"][kind], source)
             if benchmark:
                 _add_latency(info, files, x.shape[1:], x.dtype)
@@ -104,15 +111,25 @@ def export_ticket(model, path=None, *, name: str | None = None, round: int | Non
 
 
 def stripped(model) -> keras.Model:
-    """A copy of ``model`` without pruning wrappers, each pruned weight multiplied by its mask."""
+    """A float32 copy of ``model`` without pruning wrappers, each pruned weight multiplied by its mask
+    (a ticket trained under a mixed policy exports float32 logits, and int8 made from float32)."""
     masked = {}
     for layer in model.layers:
         if isinstance(layer, PruneLowMagnitude):
             masked.update({id(w): w.numpy() * m.numpy() for w, m, _ in layer.pruning_vars})
     plain = strip_pruning(model)  # shares the wrapped layers (and variables) with ``model``
-    copy = keras.models.clone_model(plain)
+    copy = keras.models.clone_model(plain, clone_function=lambda lay: type(lay).from_config(float32(lay.get_config())))
     copy.set_weights([masked.get(id(v), v.numpy()) for v in plain.weights])
     return copy
+
+
+def float32(config):
+    """A layer config with every mixed-precision policy in it (nested layers too) made float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "Policy":
+            return "float32"
+        return {k: "float32" if k == "dtype" and str(v).startswith("mixed_") else float32(v) for k, v in config.items()}
+    return [float32(v) for v in config] if isinstance(config, list) else config
 
 
 def weight_stats(model) -> dict:
@@ -243,6 +260,7 @@ def summary(info: dict) -> str:
                       _fmt(lat.get("batch64"), ".1f"), _fmt(speed.get("batch1"), ".2f"), r.get("resolver", ""),
                       ",".join(r.get("ops", []))))
     lines.append(format_table(table))
+    lines += [quantize.note(kind, r) for kind, r in info["formats"].items() if kind in quantize.FORMATS]
     for resolver, lat in info.get("dense", {}).get("latency_us", {}).items():
         lines.append(f"dense fp32 with {resolver}: {lat['batch1']:.1f} us at batch 1, "
                      f"{lat['batch64']:.1f} us at batch 64")

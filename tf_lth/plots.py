@@ -27,7 +27,11 @@ def weights_remaining_axis(ax, xs) -> None:
     ax.set_xticks([t for t in TICKS if lowest / 1.5 <= t <= 100])
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.invert_xaxis()
+    highest = max(xs, default=100)
+    if lowest < highest:
+        ax.invert_xaxis()
+    else:  # one level (a dense round only): a range around it, dense still on the left
+        ax.set_xlim(highest * 1.5, lowest / 1.5)
     ax.set_xlabel("weights remaining (%)")
 
 

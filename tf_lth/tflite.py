@@ -1,11 +1,12 @@
 """A .tflite file of a ticket: conversion, LiteRT interpreter, the check against Keras and latency.
 
 :func:`tf_lth.export.export_ticket` writes the export folder; this module knows only TFLite files
-(bytes or paths) and the SavedModel they are converted from. It never imports :mod:`tf_lth.export`.
+(bytes or paths) and the SavedModel or (QAT) Keras model they come from; it never imports export.
 
 Formats (:data:`TFLITE`): fp32 with EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse),
 int8 adds dynamic-range quantization (Optimize.DEFAULT), fp16 float16 weights; "dense" is an fp32
-conversion without sparsity, the reference for bytes and latency.
+conversion without sparsity, the reference for bytes and latency. :data:`FULL_INTEGER` formats
+(:mod:`tf_lth.quantize`) quantize activations too; :func:`run_tflite` takes float images for int8 I/O.
 
 TFLite runs through ``ai_edge_litert`` only; an int8 + sparse file cannot be prepared by the default
 XNNPACK delegate, and int8 in 1x4 blocks loads but computes inf/NaN there, so each file is run with
@@ -40,7 +41,11 @@ TFLITE = {
     "tflite": ("ticket.tflite", [SPARSITY], False),
     "int8": ("ticket_int8.tflite", [SPARSITY, DEFAULT], False),
     "fp16": ("ticket_fp16.tflite", [SPARSITY, DEFAULT], True),
+    "int8_full": ("ticket_int8_full.tflite", [SPARSITY, DEFAULT], False),
+    "int8_qat": ("ticket_int8_qat.tflite", [SPARSITY, DEFAULT], False),
 }
+FULL_INTEGER = ("int8_full", "int8_qat")  # int8 weights and activations (TFLITE_BUILTINS_INT8 ops only)
+KERNEL_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # the ops whose weights a ticket prunes
 RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 # Per TFLite format: largest |logit difference| from Keras as a fraction of max(1, max |Keras logit|),
 # and the least argmax agreement (near-ties excluded, see above). fp32 must be exact up to float
@@ -48,11 +53,14 @@ RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGAT
 # tickets, trained or not: each limit is a few times what is measured, so a wrong file fails.
 # Only fp32 fails on its logit difference: quantized files are judged by their argmax (their logit
 # limit only marks near-ties), since a 98%-sparse int8 ticket can move a logit by ~10% of the scale
-# and still pick the same class.
+# and still pick the same class. int8_full rounds activations too (~5% of the logit scale, 99.3% argmax
+# measured on a 90% LeNet); int8_qat is held to its QAT Keras model (~1%, 100% measured).
 TOLERANCES = {
     "tflite": {"logit": 1e-5, "argmax_agreement": 1.0, "logit_fails": True},
     "fp16": {"logit": 1e-2, "argmax_agreement": 0.99, "logit_fails": False},
     "int8": {"logit": 5e-2, "argmax_agreement": 0.99, "logit_fails": False},
+    "int8_full": {"logit": 0.1, "argmax_agreement": 0.97, "logit_fails": False},
+    "int8_qat": {"logit": 5e-2, "argmax_agreement": 0.99, "logit_fails": False},
 }
 BENCH_BATCHES = (1, 64)
 BENCH_SECONDS = 2.0  # total budget of the interleaved latency rounds
@@ -61,13 +69,21 @@ BENCH_CHUNK_SECONDS = 0.002  # invokes per timed chunk are chosen to last about 
 BLOCK_STRUCTURES = {"unstructured": None, "1x4 blocks": (4, 1)}
 
 
-def convert(saved_model, kind: str) -> bytes:
-    """The TFLite flatbuffer of format ``kind`` (a key of :data:`TFLITE`) from a SavedModel folder."""
+def convert(source, kind: str, representative=None, int8_io: bool = False, sparse: bool = True) -> bytes:
+    """The TFLite flatbuffer of format ``kind`` (a key of :data:`TFLITE`) from a SavedModel folder or a
+    tf_keras model (how TF-MOT's QAT models convert). Full-integer formats calibrate activation ranges
+    on ``representative`` (inputs, fed one at a time); ``int8_io``: int8 input and output, else float.
+    ``sparse=False`` stores the weights dense (a file XNNPACK runs, for the benchmarks' comparison)."""
     _, optimizations, half = TFLITE[kind]
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.optimizations = optimizations
+    converter = (tf.lite.TFLiteConverter.from_saved_model(str(source)) if isinstance(source, (str, os.PathLike))
+                 else tf.lite.TFLiteConverter.from_keras_model(source))
+    converter.optimizations = [o for o in optimizations if sparse or o != SPARSITY]
     if half:
         converter.target_spec.supported_types = [tf.float16]
+    if kind in FULL_INTEGER:
+        converter.representative_dataset = lambda: ([representative[i:i + 1]] for i in range(len(representative)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8 if int8_io else tf.float32
     return converter.convert()
 
 
@@ -105,18 +121,42 @@ def is_sparse_tflite(model) -> bool:
 
 
 def run_tflite(interpreter: Interpreter, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The outputs of ``interpreter`` on ``x``, fed in batches of up to ``batch``."""
-    index, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    """The outputs of ``interpreter`` on ``x``, fed in batches of up to ``batch``; float ``x`` is
+    quantized for an integer input and an integer output dequantized (their scale and zero point)."""
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if np.issubdtype(inp["dtype"], np.integer) and not np.issubdtype(x.dtype, np.integer):
+        (scale, zero), limits = inp["quantization"], np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale + zero), limits.min, limits.max).astype(inp["dtype"])
     results = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         if tuple(interpreter.get_input_details()[0]["shape"]) != xb.shape:
-            interpreter.resize_tensor_input(index, xb.shape)
+            interpreter.resize_tensor_input(inp["index"], xb.shape)
             interpreter.allocate_tensors()
-        interpreter.set_tensor(index, xb)
+        interpreter.set_tensor(inp["index"], xb)
         interpreter.invoke()
-        results.append(interpreter.get_tensor(out).copy())
+        y, (scale, zero) = interpreter.get_tensor(out["index"]), out["quantization"]
+        results.append((y.astype(np.float32) - zero) * scale if np.issubdtype(y.dtype, np.integer) else y.copy())
     return np.concatenate(results)
+
+
+def kernels(model) -> list[tuple[str, np.ndarray, str]]:
+    """``(name, weights, output type)`` of each :data:`KERNEL_OPS` op in execution order, weights in
+    TFLite's layout ([out, in], [out, h, w, in]), densified (DENSIFY's output after one invoke on zeros)."""
+    with native_noise_filtered():
+        interpreter = Interpreter(**_tflite(model), experimental_op_resolver_type=RESOLVERS[1],
+                                  experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+    tensors, ops = {t["index"]: t for t in interpreter.get_tensor_details()}, interpreter._get_ops_details()
+    made_by, found = {o: op for op in ops for o in op["outputs"]}, []
+    for op, w in ((op, op["inputs"][1]) for op in ops if op["op_name"] in KERNEL_OPS):
+        source = made_by.get(w, {"op_name": None})
+        stored = tensors[source["inputs"][0] if source["op_name"] == "DENSIFY" else w]["name"]
+        found.append((stored, interpreter.get_tensor(w), tensors[op["outputs"][0]]["dtype"].__name__))
+    return found
 
 
 def compare_logits(kind: str, logits: np.ndarray, keras_logits: np.ndarray) -> dict:
@@ -141,7 +181,9 @@ def verify(kind: str, report: dict, source: str = "the check batch") -> None:
     tol, what = report["tolerance"], f"the {kind} TFLite file"
     cause = {"tflite": "TFLite computes this model differently from Keras (a converter bug or an unsupported op)",
              "int8": "int8 quantization changes this model too much",
-             "fp16": "float16 weights change this model too much"}[kind]
+             "fp16": "float16 weights change this model too much",
+             "int8_full": "full-integer quantization changes this model too much (try int8_qat)",
+             "int8_qat": "the TFLite file computes differently from its QAT Keras model (a converter bug)"}[kind]
     fix = f"{cause}: export without {kind} (formats= / --formats)"
     if not np.isfinite(report["max_abs_logit_diff"]) or (
             tol["logit_fails"] and not report["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]):
@@ -203,6 +245,6 @@ def benchmark(models: dict, input_shape, dtype=np.float32, seconds: float = BENC
     return out
 
 
-__all__ = ["convert", "open_tflite", "inspect_tflite", "is_sparse_tflite", "run_tflite", "compare_logits", "verify",
-           "run_checked", "benchmark", "TFLITE", "RESOLVERS", "TOLERANCES", "SPARSITY", "DEFAULT", "BENCH_BATCHES",
+__all__ = ["convert", "open_tflite", "inspect_tflite", "is_sparse_tflite", "run_tflite", "kernels", "compare_logits",
+           "verify", "run_checked", "benchmark", "TFLITE", "FULL_INTEGER", "KERNEL_OPS", "RESOLVERS", "TOLERANCES", "SPARSITY", "DEFAULT", "BENCH_BATCHES",
            "BENCH_SECONDS", "BENCH_CHUNK_SECONDS", "BLOCK_STRUCTURES"]
