@@ -227,7 +227,7 @@ def test_resnet20_export_parity(resnet_rounds, fashion32, tmp_path):
 # --- VGG-16: two rounds of late rewinding, a few steps each ----------------------------------------
 
 
-def test_vgg16_two_rounds_of_late_rewinding(fashion32):
+def test_vgg16_two_rounds_of_late_rewinding(fashion32, tmp_path):
     """Round 0 and two pruned rounds of 10 steps of 32 images, θk after 5 steps: each round starts from
     θk exactly (BatchNorm state included), pruned weights stay zero, one global cut of 20% of the 13
     conv kernels a round, the output layer dense."""
@@ -240,3 +240,13 @@ def test_vgg16_two_rounds_of_late_rewinding(fashion32):
     assert_thetak_restored(ticket, record)
     assert_masks_frozen(ticket, record)
     assert_global_pruning(ticket, record, total=14_714_688 - 8_448 // 2)  # conv kernels: conv weights less biases
+    # export parity as for the other models: the sparse fp32 TFLite file computes what Keras does
+    out = tmp_path / "vgg16"
+    info = export.export_ticket(ticket.model, out, name="vgg16", round=ROUNDS, dataset=fashion32,
+                                formats=("tflite",), benchmark=False)  # int8 of the same: ResNet-20's test
+    xt, _ = fashion32.arrays("test")
+    xt = xt[:256]
+    logits = ticket.model.predict(xt, verbose=0)
+    scale = max(1.0, float(np.abs(logits).max()))
+    assert np.abs(tflite_logits(out, "tflite", info, xt) - logits).max() <= 1e-5 * scale
+    assert info["formats"]["tflite"]["sparse"]
