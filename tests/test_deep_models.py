@@ -227,25 +227,33 @@ def test_resnet20_export_parity(resnet_rounds, fashion32, tmp_path):
 # --- VGG-16: two rounds of late rewinding, a few steps each ----------------------------------------
 
 
-def test_vgg16_two_rounds_of_late_rewinding(fashion32, tmp_path):
-    """Round 0 and two pruned rounds of 10 steps of 32 images, θk after 5 steps: each round starts from
-    θk exactly (BatchNorm state included), pruned weights stay zero, one global cut of 20% of the 13
-    conv kernels a round, the output layer dense."""
+@pytest.fixture(scope="module")
+def vgg_rounds(fashion32):
     keras.utils.set_random_seed(0)
     x, y = fashion32.arrays("train")
     n = VGG_STEPS * VGG_BATCH  # one epoch a round
-    ticket, record = late_rewinding_rounds(networks.vgg16(), x[:n], y[:n], VGG_K, VGG_STEPS, VGG_BATCH,
-                                           learning_rate=0.01)
+    return late_rewinding_rounds(networks.vgg16(), x[:n], y[:n], VGG_K, VGG_STEPS, VGG_BATCH, learning_rate=0.01)
+
+
+def test_vgg16_two_rounds_of_late_rewinding(vgg_rounds):
+    """Round 0 and two pruned rounds of 10 steps of 32 images, θk after 5 steps: each round starts from
+    θk exactly (BatchNorm state included), pruned weights stay zero, one global cut of 20% of the 13
+    conv kernels a round, the output layer dense."""
+    ticket, record = vgg_rounds
     assert ticket.round == ROUNDS and ticket.model.optimizer.iterations.numpy() == VGG_K + VGG_STEPS
     assert_thetak_restored(ticket, record)
     assert_masks_frozen(ticket, record)
     assert_global_pruning(ticket, record, total=14_714_688 - 8_448 // 2)  # conv kernels: conv weights less biases
-    # export parity as for the other models: the sparse fp32 TFLite file computes what Keras does
+
+
+@pytest.mark.slow  # converting 14.7 M weights adds ~1.5 min to the suite; ResNet-20's parity test runs in CI
+def test_vgg16_export_parity(vgg_rounds, fashion32, tmp_path):
+    """As for the other models: the sparse fp32 TFLite file of the pruned VGG-16 computes what Keras does."""
+    ticket, _ = vgg_rounds
     out = tmp_path / "vgg16"
     info = export.export_ticket(ticket.model, out, name="vgg16", round=ROUNDS, dataset=fashion32,
-                                formats=("tflite",), benchmark=False)  # int8 of the same: ResNet-20's test
-    xt, _ = fashion32.arrays("test")
-    xt = xt[:256]
+                                formats=("tflite",), benchmark=False)
+    xt = fashion32.arrays("test")[0][:256]
     logits = ticket.model.predict(xt, verbose=0)
     scale = max(1.0, float(np.abs(logits).max()))
     assert np.abs(tflite_logits(out, "tflite", info, xt) - logits).max() <= 1e-5 * scale
