@@ -67,3 +67,32 @@ def test_no_native_noise_on_import_and_first_op():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr
     assert result.stderr == "", result.stderr
+
+
+def test_both_flavours_train_in_one_process():
+    # tf_keras is loaded (conftest, this module); `import keras` is still Keras 3, and tickets of both train
+    import keras as keras3
+    import numpy as np
+
+    assert keras3.__version__.startswith("3.") and os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+    x = np.random.default_rng(0).random((64, 4), np.float32)  # plumbing only: no learning is claimed
+    y = (x.sum(1) > 2).astype("int32")
+    for k in (keras, keras3):
+        model = k.Sequential([k.Input((4,)), k.layers.Dense(8, name="fc"), k.layers.Dense(2, name="out")])
+        ticket = tf_lth.LotteryTicket(model, rate=0.5)
+        ticket.model.compile("sgd", k.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ticket.model.fit(x, y, epochs=1, verbose=0, callbacks=[ticket.callback()])
+        ticket.next_round()
+        assert ticket.flavour == ("keras3" if k is keras3 else "tf_keras")
+        assert int((ticket.kernel("fc/kernel") == 0).sum()) == 16
+
+
+def test_the_keras3_path_loads_no_tf_keras_and_sets_no_flag():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = ("import os, sys, keras, tf_lth; from tf_lth import LotteryTicket, keras3, masked3, callbacks3\n"
+            "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); LotteryTicket(m).next_round()\n"
+            "print([n for n in ('tf_keras', 'tensorflow_model_optimization', 'tf_lth.keras2') if n in sys.modules],"
+            " os.environ.get('TF_USE_LEGACY_KERAS'))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[] None", result.stdout

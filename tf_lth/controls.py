@@ -9,6 +9,8 @@ start from; :func:`make` does the rest.
   layer's initializer: does the ticket need its initial values?
 - ``random_mask``: random masks with the ticket's per-layer sparsity over the ticket's own rewind
   point (θ0, θk or the previous round's weights): does it need its structure?
+
+:func:`untrained_accuracy` is the supermask at init (Zhou et al.): the masks over untrained weights.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 
 from tf_lth import masks as masks_lib
 from tf_lth.registry import Registry
+from tf_lth.rewind import survivor_values
+from tf_lth.rounds import accuracy
 
 # name -> setup(ticket, twin, rng): gives the twin its θ0 and masks, returns the weights it rewinds from
 CONTROLS: Registry[Callable] = Registry("control")
@@ -49,3 +53,19 @@ def make(ticket, kind: str, seed: int | None = None):
     rng = np.random.default_rng([seed, ticket.round, zlib.crc32(kind.encode())])
     twin.rewind_to(setup(ticket, twin, rng))
     return twin
+
+
+def untrained_accuracy(ticket, data, weights: str = "signed_constant") -> float:
+    """Accuracy of ``ticket``'s masks over its untrained weights (Zhou et al.'s supermask at init): over
+    θ0 (``"original"``) or over sign(θ0)·σ (``"signed_constant"``); the ticket's weights are restored
+    after. ``data``: anything ``evaluate`` takes; the ticket's model must be compiled."""
+    trained = ticket.get_weights()
+    values = list(ticket.theta0)
+    rng = ticket.rng("supermask")
+    for k, i in ticket.kernels().items():
+        values[i] = survivor_values(weights, ticket.theta0[i], ticket.masks[k], ticket.theta0[i], None, rng)
+    try:
+        ticket.set_weights(values)
+        return accuracy(ticket.model, data)
+    finally:
+        ticket.set_weights(trained)

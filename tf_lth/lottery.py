@@ -1,10 +1,12 @@
-"""``LotteryTicket``: iterative magnitude pruning with rewinding on TF-MOT's pruning wrappers.
+"""``LotteryTicket``: iterative magnitude pruning with rewinding, for tf_keras and Keras 3 models.
 
-The user's model is wrapped by :class:`~tf_lth.masked.MaskedModel` (TF-MOT's ``PruneLowMagnitude``
-under a :class:`~tf_lth.schedules.FrozenMask` schedule, so TF-MOT never changes a mask; that module
-owns the invariant that a pruned weight is zero in every forward pass, step and file), θ0 is
-recorded, and each :meth:`next_round` prunes by the criterion, rewinds the weights, writes the masks
-and gives the optimizer a fresh state.
+The user's model goes to the masked model of its flavour (:mod:`tf_lth.flavours`): tf_keras models
+to :class:`tf_lth.masked.MaskedModel` (TF-MOT's ``PruneLowMagnitude`` under a
+:class:`~tf_lth.schedules.FrozenMask` schedule, so TF-MOT never changes a mask), Keras 3 models on any
+backend to :class:`tf_lth.masked3.MaskedModel` (masks on the model's own layers). Either owns the
+invariant that a pruned weight is zero in every forward pass, step and file; this module is numpy
+over their weight lists: θ0 is recorded, and each :meth:`next_round` prunes by the criterion,
+rewinds the weights, writes the masks and gives the optimizer a fresh state.
 """
 from __future__ import annotations
 
@@ -14,14 +16,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from tf_lth import controls
+from tf_lth import controls, flavours
 from tf_lth import masks as masks_lib
 from tf_lth import rates as rates_lib
-from tf_lth.callbacks import TicketCallback
 from tf_lth.config import TicketConfig
 from tf_lth.errors import TfLthError
-from tf_lth.keras2 import keras, require_graph_model
-from tf_lth.masked import MaskedModel
 from tf_lth import rewind as rewind_lib
 from tf_lth.rewind import survivor_values
 
@@ -37,8 +36,8 @@ class LotteryTicket:
     def __init__(self, model, config: TicketConfig | None = None, **options):
         self.config = replace(config or TicketConfig(), **options)
         self.rewind = rewind_lib.parse(self.config.rewind)
-        require_graph_model(model)
-        self.masked = MaskedModel(model, frozen=self.config.pruned == "frozen")
+        self.masked = flavours.masked_model(model, frozen=self.config.pruned == "frozen")
+        self.flavour = flavours.of(model)
         self.model, self.source = self.masked.model, self.masked.source
         self.unpruned_layers = self.masked.unpruned_layers
         unknown = set(self.config.ignore) - {layer.name for layer in self.masked.layers.values()}
@@ -58,10 +57,10 @@ class LotteryTicket:
                                            self.config.rates, layerwise=self.config.scope == "layerwise")
 
     # -- the procedure -------------------------------------------------------------------
-    def callback(self, test_data=None, validation_data=None, eval_every: int | None = None, **stops) -> TicketCallback:
-        """The Keras callback to pass to ``fit`` for this round (see :class:`TicketCallback`; ``stops``:
-        its early-bird and patience options)."""
-        return TicketCallback(self, test_data=test_data, validation_data=validation_data, eval_every=eval_every,
+    def callback(self, test_data=None, validation_data=None, eval_every: int | None = None, **stops):
+        """The Keras callback to pass to ``fit`` for this round (a :class:`tf_lth.rounds.RoundLogic` of
+        the model's flavour; ``stops``: its early-bird and patience options)."""
+        return self.masked.callback_class(self, test_data=test_data, validation_data=validation_data, eval_every=eval_every,
                               **stops)
 
     def rng(self, purpose: str, round_: int | None = None) -> np.random.Generator:
@@ -163,7 +162,7 @@ class LotteryTicket:
     def reset_optimizer(self, current: int | None = None) -> None:
         """The state a freshly built optimizer of the same config has; the step restarts as the rewind
         mode says (``current``: the step the last round ended at, by default the optimizer's own)."""
-        opt = self.model.optimizer
+        opt = getattr(self.model, "optimizer", None)  # Keras 3: none before compile
         if current is None and opt is not None:
             current = int(opt.iterations.numpy())
         step = self.rewind.optimizer_iteration(current or 0) if self.round else 0
@@ -178,8 +177,8 @@ class LotteryTicket:
     def twin(self) -> "LotteryTicket":
         """A ticket of a fresh copy of the architecture at this round, rewind point and optimizer step,
         its masks and weights still to be set (see :mod:`tf_lth.controls`)."""
-        with self.source.distribute_strategy.scope():
-            twin = LotteryTicket(keras.models.clone_model(self.source), self.config)
+        with self.masked.scope():
+            twin = LotteryTicket(self.masked.clone_source(), self.config)
         twin.round, twin.thetak, twin.steps = self.round, self.thetak, {self.round: [self.steps[self.round][0], None]}
         twin.pending_step = self.steps[self.round][0]
         return twin
@@ -203,7 +202,7 @@ class LotteryTicket:
         the first ``fit`` of a round puts the optimizer at the round's start step (not when ``fresh`` is
         False: a round resumed from a checkpoint has its optimizer state restored)."""
         self.masked.apply_masks()
-        opt = self.model.optimizer
+        opt = getattr(self.model, "optimizer", None)  # Keras 3: none before compile
         if fresh and self.pending_step is not None and opt is not None:
             opt.iterations.assign(self.pending_step)
         self.pending_step = None

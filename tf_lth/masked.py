@@ -30,8 +30,9 @@ import weakref
 
 import numpy as np
 
+from tf_lth.callbacks import TicketCallback
 from tf_lth.errors import TfLthError
-from tf_lth.keras2 import keras, tf
+from tf_lth.keras2 import keras, require_graph_model, tf
 from tf_lth.schedules import FrozenMask
 from tf_lth.wrapper import MaskedWrapper, masked_value, prunable
 
@@ -65,7 +66,10 @@ class MaskedModel:
     ``kernels`` maps each pruned weight's key to its index there, ``layers`` to its inner layer.
     """
 
+    callback_class = TicketCallback
+
     def __init__(self, source, frozen: bool = False):
+        require_graph_model(source)
         names = {layer.name for layer in source.layers if layer.weights and prunable(layer)}
         if not names:
             raise TfLthError(f"{source.name} has no layer TF-MOT can prune (Dense, Conv, Embedding, ...): "
@@ -165,19 +169,19 @@ class MaskedModel:
         """A new draw of every weight from its layer's initializer (seeded per weight)."""
         out = []
         for j, v in enumerate(self.variables):
-            init = _initializer(self._layer_of(v), v)
+            init = _initializer(_layer_of(self.model, v), v)
             cfg = init.get_config()
             if "seed" in cfg:
                 init = type(init).from_config({**cfg, "seed": int(seed) + j})
             out.append(np.asarray(init(v.shape, v.dtype)))
         return out
 
-    def _layer_of(self, variable):
-        for layer in self.model.layers:
-            inner = layer.layer if isinstance(layer, MaskedWrapper) else layer
-            if any(variable is w for w in inner.weights):
-                return inner
-        raise AssertionError("variable of no layer")  # the index is built from the layers
+    def clone_source(self):  # a copy of the architecture with fresh weights (a control's model)
+        with self.scope():
+            return keras.models.clone_model(self.source)
+
+    def scope(self):  # where this model's variables are made (its distribution strategy's scope)
+        return self.source.distribute_strategy.scope()
 
     # -- optimizer ---------------------------------------------------------------------------
     def reset_optimizer(self, step: int) -> None:
@@ -199,6 +203,14 @@ class MaskedModel:
             for v, f in zip(current, new):
                 v.assign(f.numpy())
         opt.iterations.assign(step)
+
+
+def _layer_of(model, variable):
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, MaskedWrapper) else layer
+        if any(variable is w for w in inner.weights):
+            return inner
+    raise AssertionError("variable of no layer")  # the index is built from the layers
 
 
 def _initializer(layer, variable):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_lth import flavours
 from tf_lth.config import TicketConfig
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, read_npz, write_json, write_npz
-from tf_lth.keras2 import keras
 from tf_lth.lottery import LotteryTicket
 
 
@@ -35,7 +35,7 @@ def save(ticket: LotteryTicket, path) -> Path:
     write_json(path / "ticket.json", {
         "round": ticket.round, "config": asdict(ticket.config), "history": ticket.history,
         "steps": {str(r): s for r, s in sorted(ticket.steps.items())},
-        "kernels": sorted(ticket.kernels()), "model": json.loads(ticket.source.to_json()),
+        "kernels": sorted(ticket.kernels()), "model": json.loads(ticket.source.to_json()), "flavour": ticket.flavour,
     })
     return path
 
@@ -50,7 +50,8 @@ def load(path, round: int | None = None, model=None, custom_objects=None) -> Lot
             raise TfLthError(f"{path} has no round {round} (rounds saved: {', '.join(saved_rounds(path)) or 'none'})")
         meta["round"], meta["history"] = round, [h for h in meta["history"] if h["round"] <= round]
     if model is None:
-        model = keras.models.model_from_json(json.dumps(meta["model"]), custom_objects=custom_objects)
+        model = flavours.model_from_json(json.dumps(meta["model"]), meta.get("flavour", flavours.TF_KERAS),
+                                         custom_objects)
     ticket = LotteryTicket(model, TicketConfig.from_dict(meta["config"]))
     if sorted(ticket.kernels()) != meta["kernels"]:
         raise TfLthError(f"{path} holds a ticket of another architecture (kernels {meta['kernels']})")

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_lth.callbacks import accuracy
+from tf_lth.controls import untrained_accuracy  # noqa: F401  (public here too)
 from tf_lth.config import TicketConfig
 from tf_lth.errors import TfLthError
 from tf_lth.keras2 import keras, require_graph_model, tf
 from tf_lth.lottery import LotteryTicket
-from tf_lth.rewind import signed_constant, survivor_values
+from tf_lth.rewind import signed_constant
 
 MODES = ("threshold", "expected")
 WEIGHTS = ("init", "signed_constant")
@@ -168,22 +168,6 @@ def to_ticket(model, config: TicketConfig | None = None, **options) -> LotteryTi
     ticket = LotteryTicket(plain, config, **options)
     ticket.set_masks({k: masks.get(k, m) for k, m in ticket.masks.items()})
     return ticket
-
-
-def untrained_accuracy(ticket: LotteryTicket, data, weights: str = "signed_constant") -> float:
-    """Accuracy of ``ticket``'s masks over its untrained weights (Zhou et al.'s supermask at init): over
-    θ0 (``"original"``) or over sign(θ0)·σ (``"signed_constant"``); the ticket's weights are restored
-    after. ``data``: anything ``evaluate`` takes; the ticket's model must be compiled."""
-    trained = ticket.get_weights()
-    values = list(ticket.theta0)
-    rng = ticket.rng("supermask")
-    for k, i in ticket.kernels().items():
-        values[i] = survivor_values(weights, ticket.theta0[i], ticket.masks[k], ticket.theta0[i], None, rng)
-    try:
-        ticket.set_weights(values)
-        return accuracy(ticket.model, data)
-    finally:
-        ticket.set_weights(trained)
 
 
 __all__ = ["Supermask", "untrained_accuracy", "learn_supermask", "optimizer", "supermask_masks", "to_ticket", "MODES", "WEIGHTS",

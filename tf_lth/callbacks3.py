@@ -1,0 +1,38 @@
+"""The Keras 3 callback that trains one lottery-ticket round with ``model.fit`` (any backend).
+
+The round's logic is :class:`tf_lth.rounds.RoundLogic`, shared with the tf_keras callback; this
+class only says how Keras 3 differs: on JAX, reading ``self.model`` syncs every variable back from
+the trainer's state, so the hot path reads ``self._model``; and a callback that overrides
+``on_train_batch_end`` turns off Keras' asynchronous dispatch, so a round that acts only at epoch
+ends shadows that hook with a no-op Keras recognises as its default.
+"""
+from __future__ import annotations
+
+from tf_lth.keras3 import keras
+from tf_lth.rounds import RoundLogic
+
+
+def _no_batch_work(batch, logs=None):
+    """Stands in for ``on_train_batch_end`` when the round does nothing inside epochs."""
+
+
+_no_batch_work._is_default = True  # what keras.src.utils.python_utils.default marks
+
+
+class Keras3TicketCallback(RoundLogic, keras.callbacks.Callback):
+    """A round of ``fit`` on a Keras 3 ticket; get one from :meth:`LotteryTicket.callback` (the
+    arguments are :class:`~tf_lth.rounds.RoundLogic`'s)."""
+
+    def __init__(self, ticket, **options):
+        super().__init__(ticket, **options)
+        if not self.needs_batch_hooks():
+            self.on_train_batch_end = _no_batch_work
+
+    def live_model(self):
+        return self._model
+
+    def steps_per_execution(self) -> int:
+        return int(getattr(self._model, "steps_per_execution", 1) or 1)
+
+
+__all__ = ["Keras3TicketCallback"]
