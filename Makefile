@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/python scripts/run_lth.py
 
+# Two processes, each file's tests in one of them (its module fixtures built once): ~9.5 min on 2
+# cores against ~12 min in one process. TESTFLAGS= runs it in one process.
+TESTFLAGS ?= -n 2 --dist loadfile
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TESTFLAGS)
 
 # Build artefacts and caches; the virtualenv, runs/ and saved_models/ are kept.
 clean:

@@ -4,6 +4,7 @@
     scripts/bench.py [--parts w epoch ops tflite resnet20] [--repeats 3] [--out bench.json] [--data-dir DIR]
     scripts/bench.py --parts w --repeats 1 --w-rounds 1 --w-epochs 1   # a smoke check of W (numbers meaningless)
     scripts/bench.py --parts resnet20 --resnet-repeats 5               # ResNet-20 round vs plain fit, CPU or GPU
+    scripts/bench.py --parts keras3 --repeats 2                        # Keras 3 round vs plain Keras 3 fit; W by flavour
 
 Parts (all by default; 8 minutes on 2 quiet cores with W taking 5 of them before W had its fourth side,
 which adds an estimated 1.5 minutes, and resnet20 an estimated 3 more):
@@ -43,6 +44,14 @@ resnet20
         warm-up epoch each, the sides alternate (rotating who goes first). Reports the device (the
         CPU, or the GPU's name).
 
+keras3  Keras 3 (TensorFlow backend), issue 12: seconds per epoch of a Keras 3 LeNet-300-100 round (W's
+        recipe, built by ``networks.build(..., keras=3)``, compiled by ``training3.compile_round``, after
+        ``next_round``, ``fit`` with ``ticket.callback()``) against plain Keras 3 ``fit`` of the dense
+        model compiled with the same settings (optimizer, loss, XLA, steps per execution) on the same
+        ``tf.data`` pipeline, alternating; and W through the runner (``run_lth.py --keras 3``) beside
+        tf_keras (``--keras 2``) as fresh processes, ``--repeats`` each, alternating: examples per second
+        of training (iterations x batch over the rounds' wall seconds) and whole-process wall time.
+
 Ratios are medians of same-repeat ratios (the machine is noisy: only those mean anything).
 """
 from __future__ import annotations
@@ -62,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 W = {"rounds": 3, "epochs": 5, "rate": 0.2, "batch_size": 128, "learning_rate": 0.1}
-PARTS = ("w", "epoch", "ops", "tflite", "resnet20")
+PARTS = ("w", "epoch", "ops", "tflite", "resnet20", "keras3")
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 
 
@@ -220,9 +229,11 @@ def runner_ticket(cfg, ds):
     return ticket, cfg
 
 
-def epoch_clock():
-    """A Keras callback whose ``seconds`` are those from the start to the end of the (single) epoch of a ``fit``."""
-    from tf_lth import keras
+def epoch_clock(keras=None):
+    """A Keras callback (of ``keras``, default tf_keras) whose ``seconds`` are those from the start to the end
+    of the (single) epoch of a ``fit``."""
+    if keras is None:
+        from tf_lth import keras
 
     class Clock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -518,6 +529,98 @@ def part_resnet20(args, ds) -> dict:
     return result
 
 
+# -- 6. Keras 3 (issue 12) ---------------------------------------------------------------------------------------
+def keras3_epoch_ratio(ds, reps: int) -> dict:
+    """A Keras 3 round's epoch (the runner's build, compile and callback, after a pruning round) against plain
+    Keras 3 ``fit`` of the dense model with the same compile settings, on the same pipeline, alternating."""
+    from tf_lth import networks, training3
+    from tf_lth.keras3 import keras
+    from tf_lth.lottery import LotteryTicket
+
+    cfg = w_config(keras=3).resolved()
+    batch, steps = cfg.training.batch_size, training3.steps_per_epoch(ds, cfg.training)
+    keras.utils.set_random_seed(cfg.seed)
+    ticket = LotteryTicket(networks.build(cfg.model, ds.input_shape, ds.num_classes, keras=3), cfg.ticket)
+    training3.compile_round(ticket, cfg.training, steps)
+    keras.utils.set_random_seed(cfg.seed)
+    plain = networks.build(cfg.model, ds.input_shape, ds.num_classes, keras=3)
+    plain.compile(optimizer=training3.make_optimizer(cfg.training, steps, steps), loss=training3.LOSS,
+                  metrics=["accuracy"], jit_compile=ticket.model.jit_compile,
+                  steps_per_execution=ticket.model.steps_per_execution)
+
+    def epoch(model, callbacks, rep):
+        train, n = ds.epochs(batch, 1, seed=rep)
+        clock = epoch_clock(keras)
+        model.fit(train, epochs=1, steps_per_epoch=n, callbacks=[*callbacks, clock], verbose=0, shuffle=False)
+        return clock.seconds
+
+    def ticket_epoch(rep):
+        return epoch(ticket.model, [ticket.callback()], rep)
+
+    def plain_epoch(rep):
+        return epoch(plain, [], rep)
+
+    ticket_epoch(1000)  # compile, then a pruning round as in W's levels
+    ticket.next_round()
+    ticket_epoch(1001)
+    plain_epoch(1000)
+    times = alternate({"keras3 ticket": ticket_epoch, "keras3 plain": plain_epoch}, reps)
+    ratios = [a / b for a, b in zip(times["keras3 ticket"], times["keras3 plain"])]
+    return {"images": len(ds.x_train), "batch": batch, "jit_compile": ticket.model.jit_compile,
+            "steps_per_execution": ticket.model.steps_per_execution, "times_s": times,
+            "ticket_s": median(times["keras3 ticket"]), "plain_s": median(times["keras3 plain"]),
+            "ratio": round(median(ratios), 3)}
+
+
+def keras3_w(args) -> dict:
+    """W through the runner with --keras 2 and --keras 3, fresh processes, alternating: training examples per
+    second (iterations x batch over the rounds' wall seconds) and the process's wall time."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for seed in range(args.repeats):
+            flavours = [2, 3] if seed % 2 == 0 else [3, 2]
+            for flavour in flavours:
+                command = w_commands(seed, out / f"k{flavour}", args.data_dir, args.w_rounds, args.w_epochs)["tf-lth"]
+                (out / f"k{flavour}").mkdir(exist_ok=True)
+                result = run_process([*command, "--keras", str(flavour)], out / f"k{flavour}-{seed}.log")
+                rows = json.loads((out / f"k{flavour}" / f"tf-lth-{seed}" / "results.json").read_text())["rounds"]
+                examples = sum(r["iterations"] for r in rows) * W["batch_size"]
+                result.update({"keras": flavour, "seed": seed, "test_accuracy": rows[-1]["test_accuracy"],
+                               "examples_per_s": round(examples / sum(r["wall_seconds"] for r in rows), 1)})
+                runs.append(result)
+                print(f"  W --keras {flavour} seed {seed}: {result['wall_s']:6.1f} s  {result['examples_per_s']:8,.0f} "
+                      f"examples/s  test {result['test_accuracy']:.4f}", flush=True)
+
+    def of(flavour, key):
+        return [r[key] for r in runs if r["keras"] == flavour]
+
+    summary = {f"keras{k}": {"wall_s": median(of(k, "wall_s")), "examples_per_s": median(of(k, "examples_per_s")),
+                             "peak_rss_mib": median(of(k, "peak_rss_mib")),
+                             "test_accuracy_mean": round(statistics.mean(of(k, "test_accuracy")), 4)} for k in (2, 3)}
+    summary["keras3_vs_keras2_examples_per_s"] = round(median(
+        [a / b for a, b in zip(of(3, "examples_per_s"), of(2, "examples_per_s"))]), 3)
+    summary["keras3_vs_keras2_wall"] = round(median([a / b for a, b in zip(of(3, "wall_s"), of(2, "wall_s"))]), 3)
+    return {"runs": runs, "summary": summary, "reduced": (args.w_rounds, args.w_epochs) != (W["rounds"], W["epochs"])}
+
+
+def part_keras3(args, ds) -> dict:
+    out = {"epoch": keras3_epoch_ratio(ds, args.epoch_repeats)}
+    e = out["epoch"]
+    print(table([("LeNet-300-100, Keras 3", "images/epoch", "batch", "XLA", "steps/exec", "ticket s/epoch",
+                  "plain fit s/epoch", "ratio"),
+                 ("", f"{e['images']:,}", e["batch"], e["jit_compile"], e["steps_per_execution"], f"{e['ticket_s']:.2f}",
+                  f"{e['plain_s']:.2f}", f"{e['ratio']:.2f}")]))
+    out["w"] = keras3_w(args)
+    s = out["w"]["summary"]
+    print(table([("W through the runner", "wall s", "examples/s", "peak RSS MiB", "test acc (mean)"),
+                 *((f"--keras {k}", f"{s[f'keras{k}']['wall_s']:.1f}", f"{s[f'keras{k}']['examples_per_s']:,.0f}",
+                    f"{s[f'keras{k}']['peak_rss_mib']:.0f}", f"{s[f'keras{k}']['test_accuracy_mean']:.4f}") for k in (2, 3))]))
+    print(f"  --keras 3 / --keras 2: examples/s {s['keras3_vs_keras2_examples_per_s']:.2f}x, wall "
+          f"{s['keras3_vs_keras2_wall']:.2f}x (medians of same-seed ratios; a noisy shared machine)")
+    return out
+
+
 # -- acceptance ------------------------------------------------------------------------------------------------
 def acceptance(report: dict) -> dict:
     checks = {}
@@ -542,6 +645,9 @@ def acceptance(report: dict) -> dict:
     if "resnet20" in report:
         checks["5. resnet20: a ResNet-20 round's epoch <= 1.05x plain fit, same recipe"] = (
             report["resnet20"]["ratio"] <= 1.05)
+    if "keras3" in report:
+        checks["6. keras3: a Keras 3 round's epoch <= 1.10x plain Keras 3 fit, same compile settings"] = (
+            report["keras3"]["epoch"]["ratio"] <= 1.10)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     return checks
@@ -583,7 +689,7 @@ def main(argv=None) -> int:
                 tf.get_logger().setLevel("ERROR")  # export's reloads warn about metrics they do not need
                 ds = data.load("fashion_mnist", args.data_dir)
             report[part] = {"epoch": part_epoch, "ops": part_ops, "tflite": part_tflite,
-                            "resnet20": part_resnet20}[part](args, ds)
+                            "resnet20": part_resnet20, "keras3": part_keras3}[part](args, ds)
         report["seconds"][part] = round(time.perf_counter() - t0, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     print("== acceptance")

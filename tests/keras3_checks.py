@@ -117,9 +117,10 @@ class ZeroAfterEveryBatch(keras.callbacks.Callback):
             self.bad.append(self.batches)
 
 
-def three_rounds(ticket, optimizer, rounds=3, epochs=1):
+def three_rounds(ticket, optimizer, rounds=3, epochs=1, examples=None):
     """Three IMP rounds with ``fit``; asserts zeros after every batch and the per-layer counts."""
     xtr, ytr, xte, yte = digits()
+    xtr, ytr = xtr[:examples], ytr[:examples]
     compile_(ticket, optimizer)
     accs = []
     for r in range(rounds):
@@ -195,6 +196,21 @@ def mixed_float16_three_rounds():
     assert isinstance(ticket.model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert min(accs) > 0.7, accs
     return {"test_accuracy": accs}
+
+
+@check
+def the_other_model_optimizer_pairs():
+    """The pairs the checks above leave out (subclassed + Adam, functional + SGD with momentum,
+    subclassed + mixed_float16): three rounds of 10 batches each, zeros after every batch, counts."""
+    three_rounds(LotteryTicket(subclassed(), rate=0.5), keras.optimizers.Adam(2e-3), examples=640)
+    three_rounds(LotteryTicket(functional_cnn(), rate=0.5), keras.optimizers.SGD(0.05, momentum=0.9), examples=640)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        ticket = LotteryTicket(subclassed(), rate=0.5)
+        three_rounds(ticket, keras.optimizers.Adam(2e-3), examples=640)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert ticket.model.get_layer("sconv").compute_dtype == "float16"
 
 
 @check
@@ -356,6 +372,15 @@ def one_line_errors():
     unbuilt = keras.Sequential([keras.layers.Dense(3)], name="unbuilt")
     lora = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
     lora.get_layer("d").enable_lora(2)
+    xtr, ytr, _, _ = digits()
+    ticket = LotteryTicket(functional_cnn(), rate=0.5)  # 3 calls of 4 steps would run into epoch 2
+    ticket.model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=4)
+    try:
+        ticket.model.fit(xtr[:640], ytr[:640], batch_size=64, epochs=2, verbose=0, callbacks=[ticket.callback()])
+    except TfLthError as e:
+        assert "must divide the steps per epoch (10)" in str(e), str(e)
+    else:
+        raise AssertionError("steps_per_execution 4 over epochs of 10 steps accepted")
     for model, words in ((plain, "nothing to find a ticket in"), (unbuilt, "not built"), (lora, "Dense")):
         try:
             LotteryTicket(model)

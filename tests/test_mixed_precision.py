@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tf_lth import distribute
-from tf_lth import experiment as experiment_lib
+from tf_lth import training as training_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.experiment import Experiment
 from tf_lth.keras2 import keras, tf
@@ -38,7 +38,7 @@ def run(out, monkeypatch, **options):
         checks.append(PrunedStayZero(ticket))
         return train_round(ticket, *args, callbacks=(*callbacks, checks[-1]), **kwargs)
 
-    monkeypatch.setattr(experiment_lib, "train_round", checked)
+    monkeypatch.setattr(training_lib, "train_round", checked)  # what the runner calls
     cfg = ExperimentConfig.from_dict(dict(rounds=1, epochs=EPOCHS, controls=(), steps_per_execution=1, **options))
     Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
     monkeypatch.undo()

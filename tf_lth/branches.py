@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
-from tf_lth import controls, store, training
+from tf_lth import controls, store
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
@@ -164,6 +164,7 @@ def run_branch(run_dir, kind: str, value: str, rounds: Iterable[int] | str | Non
             val, test = data.pipeline("val", 1000), data.pipeline("test", 1000)
         started, checkpoint = time.time(), done.parent / "ticket.ckpt.npz"
         twin = branch_kind.make(store.load(run_dir, round=k), value, run_dir)
+        training = training_module(cfg.keras)
         training.compile_round(twin, cfg.training, training.steps_per_epoch(data, cfg.training))
         result = training.train_round(twin, data, cfg.training, seed=cfg.seed, round_=k, val=val, test=test,
                                       checkpoint=checkpoint, tensorboard=None, verbose=verbose)
@@ -180,6 +181,16 @@ def run_branch(run_dir, kind: str, value: str, rounds: Iterable[int] | str | Non
 
     plots.plot_results(rows_with_branches(run_dir), run_dir / "plots")
     return content
+
+
+def training_module(keras: int):
+    """The module that compiles and trains rounds in a Keras flavour: :mod:`tf_lth.training` (tf_keras,
+    2) or :mod:`tf_lth.training3` (Keras 3)."""
+    if keras == 3:
+        from tf_lth import training3
+        return training3
+    from tf_lth import training
+    return training
 
 
 def rows_with_branches(run_dir) -> list[dict]:

@@ -9,6 +9,7 @@ ends shadows that hook with a no-op Keras recognises as its default.
 from __future__ import annotations
 
 from tf_lth.keras3 import keras
+from tf_lth.options import check_steps_per_execution
 from tf_lth.rounds import RoundLogic
 
 
@@ -27,6 +28,14 @@ class Keras3TicketCallback(RoundLogic, keras.callbacks.Callback):
         super().__init__(ticket, **options)
         if not self.needs_batch_hooks():
             self.on_train_batch_end = _no_batch_work
+
+    def on_train_begin(self, logs=None):
+        # Keras 3 runs a call of steps_per_execution steps across an epoch's end: epochs (and the round's
+        # checkpoints) would shift, so that call length must divide the epoch
+        every, steps = self.steps_per_execution(), self.params.get("steps")
+        if every > 1 and steps:
+            check_steps_per_execution(every, {"the steps per epoch": steps})
+        super().on_train_begin(logs)
 
     def live_model(self):
         return self._model

@@ -17,7 +17,7 @@ from tf_lth import controls as controls_lib
 from tf_lth import datasets, distribute, masks, models, recipe, user_data
 from tf_lth import rewind as rewind_lib
 from tf_lth.errors import TfLthError
-from tf_lth.options import check_steps_per_execution, csv, kind_rates, option, pair, whole
+from tf_lth.options import check_keras3, check_steps_per_execution, csv, kind_rates, option, pair, whole
 from tf_lth.registry import Registry
 from tf_lth.user_data import RESIZE_MODES
 
@@ -209,6 +209,8 @@ class ExperimentConfig:
                            shown="default, one device")
     devices: tuple = option((), "devices of --strategy mirrored, e.g. GPU:0,GPU:1", parse=csv, metavar="LIST",
                             shown="every visible GPU, else the CPU")
+    keras: int = option(2, "Keras flavour: 2 (tf_keras, TF-MOT) or 3 (Keras 3, TensorFlow backend)", choices=(2, 3),
+                        parse=int)
     ticket: TicketConfig = field(default_factory=TicketConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -227,6 +229,7 @@ class ExperimentConfig:
             raise TfLthError(f"unknown resize {self.resize!r}: use {' or '.join(RESIZE_MODES)}")
         object.__setattr__(self, "devices", tuple(self.devices))
         distribute.check_strategy(self.strategy, self.devices)  # TF_CONFIG and replicas: when the run starts
+        check_keras3(self)
         whole("rounds", self.rounds, 0)
         whole("validation", self.validation, 0)
         object.__setattr__(self, "controls", controls_lib.CONTROLS.check(self.controls))

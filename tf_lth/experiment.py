@@ -9,8 +9,10 @@ One output folder per experiment (layout in the README)::
 Every file is written atomically; a finished round has ``rounds/<k>/result.json`` and is skipped
 on re-run; an unfinished one continues from its last epoch checkpoint, and since each epoch's
 batch order depends only on ``(seed, round, epoch)`` the resumed run equals an uninterrupted one.
-Under a ``tf.distribute`` strategy (:mod:`tf_lth.distribute`) only the chief writes the folder; another
-worker trains in a temporary copy of it.
+The config's ``keras`` picks the flavour the model is built and trained in (tf_keras:
+:mod:`tf_lth.training`; Keras 3: :mod:`tf_lth.training3`). Under a ``tf.distribute`` strategy
+(:mod:`tf_lth.distribute`) only the chief writes the folder; another worker trains in a temporary
+copy of it.
 """
 from __future__ import annotations
 
@@ -19,15 +21,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tf_lth import branches, controls, distribute, models, networks, replicates, store, supermask
+from tf_lth import branches, controls, models, networks, replicates, store
 from tf_lth import data as data_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, write_json
 from tf_lth.results import SEED_PREFIX, flatten, summary_table, write_csv
-from tf_lth.keras2 import keras
 from tf_lth.lottery import LotteryTicket
-from tf_lth.training import compile_round, steps_per_epoch, train_round
+from tf_lth.plan import steps_per_epoch
 
 # config keys that may change when a run is resumed: where the data lives, what is exported, and
 # how many steps run per call into TensorFlow (each step computes the same either way)
@@ -39,6 +40,7 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, output, verbose: int = 1, log=print):
         self.config, self.out, self.verbose, self.log = config.resolved(), Path(output), verbose, log
+        self.lib = branches.training_module(self.config.keras)  # the Keras flavour's compile_round, train_round, session
 
     # -- folder --------------------------------------------------------------------------
     def claim_folder(self) -> None:
@@ -81,12 +83,12 @@ class Experiment:
     # -- training ------------------------------------------------------------------------
     def _train(self, ticket: LotteryTicket, round_: int, name: str) -> dict:
         """Train ``ticket`` for one round, resuming from its epoch checkpoint if there is one."""
-        return train_round(ticket, self.data, self.training, seed=self.config.seed, round_=round_,
-                           val=self.val, test=self.test,
-                           checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
-                           tensorboard=self.out / "tensorboard" / f"round_{round_}" / name, verbose=self.verbose,
-                           may_stop=name == "ticket" and self.intermediate(round_),
-                           log=(lambda line: self.log(f"{line} ({name})")) if self.verbose else None)
+        return self.lib.train_round(ticket, self.data, self.training, seed=self.config.seed, round_=round_,
+                                    val=self.val, test=self.test,
+                                    checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
+                                    tensorboard=self.out / "tensorboard" / f"round_{round_}" / name,
+                                    verbose=self.verbose, may_stop=name == "ticket" and self.intermediate(round_),
+                                    log=(lambda line: self.log(f"{line} ({name})")) if self.verbose else None)
 
     def intermediate(self, round_: int) -> bool:
         """Whether the ticket of ``round_`` only decides the next mask (its stop rules apply): every
@@ -94,7 +96,7 @@ class Experiment:
         return round_ < self.config.rounds and round_ not in self.config.training.full_rounds
 
     def _compile(self, ticket: LotteryTicket) -> None:
-        compile_round(ticket, self.training, steps_per_epoch(self.data, self.training))
+        self.lib.compile_round(ticket, self.training, steps_per_epoch(self.data, self.training))
 
     # -- rounds --------------------------------------------------------------------------
     def _ticket_for(self, ticket: LotteryTicket | None, r: int) -> LotteryTicket:
@@ -103,8 +105,8 @@ class Experiment:
             if (self.out / "ticket.json").exists():
                 ticket = store.load(self.out)
             else:
-                keras.utils.set_random_seed(self.config.seed)
-                model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes)
+                self.lib.keras.utils.set_random_seed(self.config.seed)
+                model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes, self.config.keras)
                 ticket = LotteryTicket(model, self.config.ticket)
                 store.save(ticket, self.out)
             self._compile(ticket)
@@ -129,8 +131,7 @@ class Experiment:
         """Run the rounds not finished yet (after discarding rounds >= ``restart_round``) under the config's
         strategy and precision (:mod:`tf_lth.distribute`); only the chief writes the folder, plots, export."""
         cfg, out = self.config, self.out
-        with distribute.open_session(cfg.strategy, cfg.devices, cfg.training, models.spec(cfg.model).batch_size,
-                                     out) as self.session:  # another worker: a temporary copy of the folder
+        with self.lib.session(cfg, out) as self.session:  # another worker: a temporary copy of the folder
             self.out, self.training = self.session.folder, self.session.training
             results, ticket = self._rounds(restart_round)
         self.out = out
@@ -183,8 +184,8 @@ class Experiment:
             "early_stop_iteration": metrics.get("early_stop_iteration"),
             "early_stop_test_accuracy": metrics.get("early_stop_test_accuracy"),
             "iterations": metrics.get("iterations"),
-            "supermask_test_accuracy": supermask.untrained_accuracy(ticket, self.test, "original"),
-            "supermask_signed_constant_test_accuracy": supermask.untrained_accuracy(ticket, self.test, "signed_constant"),
+            "supermask_test_accuracy": controls.untrained_accuracy(ticket, self.test, "original"),
+            "supermask_signed_constant_test_accuracy": controls.untrained_accuracy(ticket, self.test, "signed_constant"),
             "layers_remaining": {k: 1 - s for k, s in ticket.sparsity().items()},
             "controls": {kind: self._control(ticket, kind, r) for kind in self.config.controls} if r else {},
         }

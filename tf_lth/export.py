@@ -17,30 +17,25 @@ runs (which op resolver, and why), verifies against Keras (its tolerances are re
 ticket.json) and times each TFLite file; a failed check fails the export with one line, and the
 previous export stays in place. The formats are :data:`tf_lth.config.EXPORT_FORMATS`, there so
 that the command line knows them without importing TensorFlow.
+
+A Keras 3 ticket goes to :mod:`tf_lth.export3` (the same folder plus ``ticket.keras``), which also holds
+the steps both flavours share; this module imports tf_keras and TF-MOT only inside the tf_keras route,
+so that a Keras 3 export (on JAX too) never loads them.
 """
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import secrets
 import shutil
-import time
-from contextlib import contextmanager
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from tf_lth import data as data_lib
-from tf_lth import quantize, tflite
+from tf_lth import flavours
 from tf_lth.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
-from tf_lth.keras2 import keras, require_tf_keras_model, tf
 from tf_lth.errors import TfLthError
-from tensorflow_model_optimization.python.core.sparsity.keras.prune import strip_pruning
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
-
-INPUT, OUTPUT = "image", "logits"
-CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite logits are compared on
+from tf_lth.export3 import (CHECK_EXAMPLES, INPUT, JOB, KERAS_FILE, OUTPUT, accuracy, dir_bytes, export_keras3, logits,
+                            staged_dir, tensorflow_half, weight_stats, write_tflite)
 
 
 def default_path(name: str, round: int | None = None) -> Path:
@@ -50,28 +45,37 @@ def default_path(name: str, round: int | None = None) -> Path:
 
 def export_ticket(model, path=None, *, name: str | None = None, round: int | None = None, dataset=None,
                   formats=DEFAULT_EXPORT_FORMATS, fp16: bool = False, benchmark: bool = True, sample=None,
-                  quantization: quantize.Options | None = None) -> dict:
+                  quantization=None) -> dict:
     """Export ``model`` (TF-MOT wrappers stripped, masks applied) to ``path`` and return ticket.json.
+    A Keras 3 ticket goes to :func:`tf_lth.export3.export_keras3` (``ticket.keras`` too; no int8_qat).
 
     ``dataset`` (a :class:`~tf_lth.data.Dataset` or its name) gives the comparison batch and the
     test accuracy, and the training examples int8_full / int8_qat need; without it ``sample`` (an input
     array) or a seeded uniform batch is compared. ``fp16=True`` adds ``"fp16"`` to ``formats``;
-    ``benchmark=False`` skips the latency runs; ``quantization`` sets the full-integer formats' I/O type,
-    calibration and QAT fine-tune.
+    ``benchmark=False`` skips the latency runs; ``quantization`` (a :class:`tf_lth.quantize.Options`) sets
+    the full-integer formats' I/O type, calibration and QAT fine-tune.
     """
-    require_tf_keras_model(model)
+    keras3 = flavours.of(model) == flavours.KERAS3
+    if not keras3:
+        from tf_lth.keras2 import require_tf_keras_model
+        require_tf_keras_model(model)
     formats = tuple(dict.fromkeys([*formats, *(["fp16"] if fp16 else [])]))
     unknown = set(formats) - set(EXPORT_FORMATS)
     if unknown:
         raise TfLthError(f"unknown export format(s) {', '.join(sorted(unknown))}: "
                          f"choose from {', '.join(EXPORT_FORMATS)}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise TfLthError(f"{model.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs: "
-                         "export needs exactly one of each")
-    if None in model.input_shape[1:]:
-        raise TfLthError(f"{model.name} has input shape {model.input_shape}: export needs it fixed but for the batch")
+    inputs, outputs = (len(getattr(model, side, None) or [None]) for side in ("inputs", "outputs"))  # subclassed: 1
+    if inputs != 1 or outputs != 1:
+        raise TfLthError(f"{model.name} has {inputs} inputs and {outputs} outputs: export needs exactly one of each")
     name = name or model.name
     path = Path(path) if path is not None else default_path(name, round)
+    if keras3:  # never loads tf_keras or TF-MOT (nor TensorFlow, on JAX): tf_lth.export3
+        return export_keras3(model, path, name=name, round=round, dataset=dataset, formats=formats,
+                             benchmark=benchmark, sample=sample, quantization=quantization)
+    from tf_lth import data as data_lib
+    from tf_lth import quantize
+    if None in model.input_shape[1:]:
+        raise TfLthError(f"{model.name} has input shape {model.input_shape}: export needs it fixed but for the batch")
     data = data_lib.load(dataset) if isinstance(dataset, str) else dataset
     net = stripped(model)
     quantization = quantization or quantize.Options()
@@ -81,38 +85,30 @@ def export_ticket(model, path=None, *, name: str | None = None, round: int | Non
                                                       "dtype": net.inputs[0].dtype.name},
             "output": {"name": OUTPUT, "shape": list(net.output_shape)}, **weight_stats(net),
             "check": {"source": source, "examples": len(x)}}
-    keras_logits = _keras_logits(net, x)
+    keras_logits = logits(net, x)
     test = data.arrays("test") if data is not None else None
     if test is not None:
-        info["keras_test_accuracy"] = _accuracy(_keras_logits(net, test[0]), test[1])
+        info["keras_test_accuracy"] = accuracy(logits(net, test[0]), test[1])
     with staged_dir(path) as tmp:
         saved = tmp / "saved_model"
         _save(net, saved)
         info["formats"] = {}
         if "saved_model" in formats:
-            info["formats"]["saved_model"] = {"path": "saved_model", **_dir_bytes(saved)}
-        kinds = [f for f in tflite.TFLITE if f in formats]
-        if kinds:
-            dense = tflite.convert(saved, "dense")
-            info["dense"] = {"bytes": len(dense), "gzip_bytes": _gzip_len(dense), **tflite.inspect_tflite(dense)}
-            files = {"dense": dense}
-            for kind in kinds:  # a full-integer file is checked against the model it is converted from
-                files[kind], reference, extra = (quantize.convert(kind, net, saved, data, x, keras_logits, quantization)
-                                                 if kind in quantize.FORMATS else (tflite.convert(saved, kind), keras_logits, {}))
-                (tmp / tflite.TFLITE[kind][0]).write_bytes(files[kind])
-                info["formats"][kind] = {**_tflite_report(kind, files[kind], info["dense"], reference, x, test), **extra}
-                tflite.verify(kind, info["formats"][kind], source)
-            if benchmark:
-                _add_latency(info, files, x.shape[1:], x.dtype)
+            info["formats"]["saved_model"] = {"path": "saved_model", **dir_bytes(saved)}
+        write_tflite(info, tmp, saved, net, x, keras_logits, test, formats, data=data, quantization=quantization,
+                     benchmark=benchmark)
         if "saved_model" not in formats:
             shutil.rmtree(saved)
         (tmp / "ticket.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
-def stripped(model) -> keras.Model:
-    """A float32 copy of ``model`` without pruning wrappers, each pruned weight multiplied by its mask
-    (a ticket trained under a mixed policy exports float32 logits, and int8 made from float32)."""
+def stripped(model):
+    """A float32 copy of the tf_keras ``model`` without pruning wrappers, each pruned weight multiplied
+    by its mask (a ticket trained under a mixed policy exports float32 logits, and int8 made from float32)."""
+    from tf_lth.keras2 import keras
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune import strip_pruning
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
     masked = {}
     for layer in model.layers:
         if isinstance(layer, PruneLowMagnitude):
@@ -132,20 +128,6 @@ def float32(config):
     return [float32(v) for v in config] if isinstance(config, list) else config
 
 
-def weight_stats(model) -> dict:
-    """Parameter counts (total, non-zero) and per-weight sparsity of a plain Keras model."""
-    layers, total, nonzero = {}, 0, 0
-    for layer in model.layers:
-        for w in layer.weights:
-            a = w.numpy()
-            nz = int(np.count_nonzero(a))
-            layers[f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}"] = {
-                "shape": list(a.shape), "nonzero": nz, "sparsity": round(1 - nz / max(a.size, 1), 6)}
-            total, nonzero = total + a.size, nonzero + nz
-    return {"parameters": {"total": int(total), "nonzero": nonzero, "sparsity": round(1 - nonzero / max(total, 1), 6)},
-            "layers": layers}
-
-
 def _check_batch(net, data, sample) -> tuple[np.ndarray, str]:
     """The fixed batch Keras and TFLite are compared on, and where it came from."""
     dtype = net.inputs[0].dtype.as_numpy_dtype
@@ -157,95 +139,43 @@ def _check_batch(net, data, sample) -> tuple[np.ndarray, str]:
     return rng.random((CHECK_EXAMPLES, *net.input_shape[1:])).astype(dtype), "uniform [0, 1), seed 0"
 
 
-def _keras_logits(net, x, batch: int = 256) -> np.ndarray:
-    return np.concatenate([net(x[i:i + batch], training=False).numpy() for i in range(0, len(x), batch)])
-
-
-def _accuracy(logits, y) -> float:
-    return round(float(np.mean(np.argmax(logits, -1) == y)), 6)
-
-
 def _save(net, folder: Path) -> None:
     """SavedModel with a ``serving_default`` signature ``image -> {"logits": ...}``; loads with
     ``tf.saved_model.load`` and ``keras.models.load_model``."""
+    from tf_lth.keras2 import tf
     spec = tf.TensorSpec([None, *net.input_shape[1:]], net.inputs[0].dtype, name=INPUT)
     serve = tf.function(lambda image: {OUTPUT: net(image, training=False)}, input_signature=[spec])
     net.save(str(folder), save_format="tf", include_optimizer=False, signatures={"serving_default": serve})
 
 
-def _tflite_report(kind: str, model: bytes, dense: dict, keras_logits, x, test) -> dict:
-    """ticket.json's entry for one TFLite file: bytes vs dense, sparse check, resolver, logits vs Keras."""
-    interpreter, resolver, logits, problems = tflite.run_checked(kind, model, x, keras_logits)
-    report = {"bytes": len(model), "gzip_bytes": _gzip_len(model),
-              "bytes_vs_dense": round(len(model) / dense["bytes"], 4),
-              "gzip_vs_dense": round(_gzip_len(model) / dense["gzip_bytes"], 4),
-              **tflite.inspect_tflite(model), "resolver": resolver, "resolver_problems": problems,
-              **tflite.compare_logits(kind, logits, keras_logits)}
-    if test is not None:
-        report["test_accuracy"] = _accuracy(tflite.run_tflite(interpreter, test[0].astype(x.dtype)), test[1])
-    return report
-
-
-def _add_latency(info: dict, files: dict, input_shape, dtype) -> None:
-    """Latency of each format under its op resolver and of the dense file under every resolver;
-    speed-up = dense under the same resolver / format."""
-    jobs = {("dense", r.name): (files["dense"], r.name) for r in tflite.RESOLVERS}
-    jobs.update({(kind, None): (files[kind], info["formats"][kind]["resolver"]) for kind in files if kind != "dense"})
-    started = time.perf_counter()
-    latency = tflite.benchmark(jobs, input_shape, dtype)
-    info["dense"]["latency_us"] = {r.name: latency[("dense", r.name)] for r in tflite.RESOLVERS}
-    for kind in files.keys() - {"dense"}:
-        report = info["formats"][kind]
-        report["latency_us"] = latency[(kind, None)]
-        dense = info["dense"]["latency_us"][report["resolver"]]
-        report["speedup_vs_dense"] = {b: round(dense[b] / t, 3) for b, t in report["latency_us"].items()}
-    info["benchmark"] = {"threads": 1, "batches": list(tflite.BENCH_BATCHES),
-                         "seconds": round(time.perf_counter() - started, 2),
-                         "method": "median over interleaved chunks of repeated invokes, random input"}
-
-
-def _gzip_len(content: bytes) -> int:
-    return len(gzip.compress(content, mtime=0))
-
-
-def _dir_bytes(folder: Path) -> dict:
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    return {"bytes": sum(p.stat().st_size for p in files), "gzip_bytes": sum(_gzip_len(p.read_bytes()) for p in files)}
-
-
-@contextmanager
-def staged_dir(path: Path):
-    """A temp folder beside ``path`` that replaces ``path`` only when the block succeeds; the
-    previous content is moved aside first and deleted last. OSErrors become one-line errors."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        tmp.mkdir()
-    except OSError as e:
-        raise _unwritable(path, e) from None
-    old = tmp.with_suffix(".old")
-    try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise _unwritable(path, e) from None
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _unwritable(path: Path, e: OSError) -> TfLthError:
-    where = f" ({e.filename})" if e.filename else ""
-    return TfLthError(f"cannot write the export to {path}: {e.strerror or e}{where}")
+def child_main(folder: str) -> None:
+    """The TensorFlow process of a JAX ticket's export (``python -m tf_lth.export <staged folder>``, from
+    :func:`tf_lth.export3.run_child`; here, not in export3, for the size limit): ``ticket.keras`` loaded on
+    the TensorFlow backend and held to JAX's logits, then the SavedModel and TFLite files; the new
+    ticket.json entries go to ``job.out.json``."""
+    import importlib
+    tmp = Path(folder)
+    job, arrays = json.loads((tmp / f"{JOB}.json").read_text()), dict(np.load(tmp / f"{JOB}.npz"))
+    for module in job.pop("modules"):
+        importlib.import_module(module)
+    from tf_lth.keras3 import keras
+    net = keras.saving.load_model(tmp / KERAS_FILE, compile=False)
+    x, parent = arrays["x"], arrays["keras_logits"]
+    diff = float(np.max(np.abs(logits(net, x) - parent)))
+    if not diff <= 1e-5 * max(1.0, float(np.max(np.abs(parent)))):
+        raise TfLthError(f"{KERAS_FILE} on TensorFlow computes logits {diff:.3g} away from JAX's")
+    if job["calibration"] is not None:
+        job["calibration"] = (arrays["representative"], job["calibration"])
+    info = {"formats": {}, "check": {"source": job.pop("source")}}
+    test = (arrays["test_x"], arrays["test_y"]) if "test_x" in arrays else None
+    tensorflow_half(info, tmp, net, x, parent, test, **job)
+    info["check"] = {"tensorflow_backend_max_abs_logit_diff": diff}
+    (tmp / f"{JOB}.out.json").write_text(json.dumps(info))
 
 
 def summary(info: dict) -> str:
     """A table of a ticket.json: bytes, sparse storage, logit difference, accuracy, latency, ops."""
+    from tf_lth import quantize
     p = info["parameters"]
     accuracy = f", Keras test accuracy {info['keras_test_accuracy']:.4f}" if "keras_test_accuracy" in info else ""
     lines = [f"{info['name']} round {info['round']}: {p['nonzero']:,} of {p['total']:,} weights non-zero "
@@ -277,4 +207,8 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-__all__ = ["export_ticket", "default_path", "stripped", "weight_stats", "staged_dir", "summary", "format_table"]
+__all__ = ["export_ticket", "default_path", "stripped", "weight_stats", "staged_dir", "summary", "format_table",
+           "child_main"]
+
+if __name__ == "__main__":
+    child_main(sys.argv[1])

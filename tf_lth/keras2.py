@@ -4,55 +4,25 @@ TensorFlow >= 2.16 resolves ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS
 before ``tf.keras`` is first touched, so this module sets it and hands out ``tf_keras`` itself;
 the rest of tf-lth and its users import ``keras`` from here (``from tf_lth import keras``).
 """
-import contextlib
 import functools
 import importlib
 import logging
 import os
-import re
 import sys
-import tempfile
 
 from tf_lth.errors import TfLthError
+from tf_lth.noise import native_noise_filtered
 
 # Set before TensorFlow resolves ``tf.keras``. If the user imported TensorFlow and touched
 # ``tf.keras`` first, that stays Keras 3; tf-lth still works since it only uses ``tf_keras``.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# TensorFlow's native libraries print INFO lines while they load, before any log level applies,
-# and an error line when a CPU-only machine is asked for its GPUs.
-NATIVE_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*"
-    r"|E\d{4} [\d:.]+\s+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*"
-    # LiteRT announces its default CPU delegate each time an interpreter is made
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$"
-)
 # Python-side warnings that say nothing is wrong: tf_keras loading a SavedModel for inference
 # (tf-lth's export check) notes that metrics are built only when it trains or evaluates; and Keras
 # times the first batches' callbacks, where an evaluation point (``eval_every``) runs by design.
 PYTHON_NOISE = ("Compiled the loaded model, but the compiled metrics have yet to be built",
                 "Callback method `on_train_batch_end` is slow compared to the batch time")
-
-
-@contextlib.contextmanager
-def native_noise_filtered():
-    """Run the block with the native noise above (:data:`NATIVE_NOISE`) filtered out of stderr (other
-    lines pass): around imports and CUDA probing here, around LiteRT interpreters in :mod:`tf_lth.tflite`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not NATIVE_NOISE.match(line.rstrip("\n"))))
-            sys.stderr.flush()
 
 
 def _import_quietly(name: str):

@@ -11,8 +11,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+from tf_lth.noise import native_noise_filtered  # noqa: E402
+
+with native_noise_filtered():  # on the TensorFlow backend this loads TensorFlow
+    import keras
+    from keras import ops
 
 
 def backend() -> str:

@@ -33,9 +33,9 @@ def to_numpy(x) -> np.ndarray:
     """A variable's or tensor's value as a NumPy array, on any backend."""
     if isinstance(x, keras.Variable):
         x = x.value
-    if hasattr(x, "numpy"):  # a TF tensor or variable (numpy 2 warns on their __array__: no copy=)
-        return x.numpy()
-    return np.asarray(x)  # a JAX or NumPy array
+    if keras.backend.backend() == "tensorflow" and hasattr(x, "numpy"):
+        return x.numpy()  # (NumPy 2 warns on a TF tensor's __array__, which takes no copy=)
+    return np.asarray(ops.convert_to_numpy(x))  # JAX, torch (detached, on the CPU), NumPy
 
 
 @contextlib.contextmanager

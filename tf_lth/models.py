@@ -74,7 +74,8 @@ MODELS.add("vgg16", ModelSpec(
 
 
 USER_MODEL_FILES = (".keras", ".h5")  # and SavedModel folders: what keras.models.load_model reads
-USER_MODEL_HOWTO = "module:function (returning a built tf_keras model), or a .keras, .h5 or SavedModel path"
+USER_MODEL_HOWTO = ("module:function (returning a built tf_keras model, or Keras 3 with --keras 3), or a .keras, .h5 "
+                    "or SavedModel path")
 
 
 def user_model(name: str) -> str | None:

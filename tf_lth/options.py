@@ -52,6 +52,23 @@ def check_steps_per_execution(every: int, marks: dict) -> None:
                          f"once per {every} steps; use steps_per_execution = 1 or a common divisor")
 
 
+def check_keras3(config) -> None:
+    """An experiment config's ``keras`` as 2 or 3, and a one-line refusal of what ``keras = 3`` cannot run:
+    tf.distribute strategies, mixed precision, and the int8_qat export (TF-MOT)."""
+    if str(config.keras) not in ("2", "3"):
+        raise TfLthError(f"keras = {config.keras!r}: use 2 (tf_keras) or 3 (Keras 3)")
+    object.__setattr__(config, "keras", int(config.keras))
+    if config.keras == 2:
+        return
+    if config.strategy != "default" or config.devices:
+        raise TfLthError("--keras 3 trains on one device: --strategy and --devices (tf.distribute) need --keras 2")
+    if config.training.mixed_precision:
+        raise TfLthError("--keras 3 does not take --mixed-precision yet: use --keras 2")
+    if "int8_qat" in config.export:  # refused before training, not when the export comes at the end
+        raise TfLthError("--keras 3 cannot export int8_qat (TF-MOT's quantization-aware training takes tf_keras "
+                         "models only): drop it from --export, or use --keras 2")
+
+
 def whole(name: str, value, least: int = 1) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
         raise TfLthError(f"{name} = {value} must be a whole number >= {least}")

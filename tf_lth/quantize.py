@@ -22,6 +22,10 @@ Conv-2: ~1 min on two CPU cores). The rate is about a tenth of LeNet's recipe an
 the weights stay near where the ticket put them. Every file is checked: each kernel and its op's
 output int8, input and output of the type asked, and every zero of the ticket still zero in the
 TFLite tensors (rounding may add zeros, never remove one). A failed check is one line.
+
+tf_keras, TF-MOT and :mod:`tf_lth.data` are imported inside the functions that need them (QAT; the
+representative set, drawn from a tf-lth Dataset), so that importing this module loads none of them:
+a Keras 3 export imports it (and int8_qat, which needs TF-MOT, is tf_keras only).
 """
 from __future__ import annotations
 
@@ -29,12 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tf_lth import data as data_lib
 from tf_lth import tflite
 from tf_lth.errors import TfLthError
-from tf_lth.keras2 import keras
-from tf_lth.training import LOSS
-import tensorflow_model_optimization as tfmot
 
 FORMATS = tflite.FULL_INTEGER
 CALIBRATION_EXAMPLES = 300
@@ -84,6 +84,8 @@ def check(net, data, formats, options: Options) -> None:
 def unwrappable(net) -> list[str]:
     """``name (Class)`` of each layer of ``net`` that the prune-preserving 8-bit scheme cannot quantize
     (it needs both its own registry and TF-MOT's default 8-bit one to take the layer)."""
+    import tensorflow_model_optimization as tfmot
+    from tf_lth.keras2 import keras
     registries = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme().get_quantize_registry(),
                   tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry())
     return [f"{layer.name} ({type(layer).__name__})" for layer in net.layers
@@ -93,14 +95,18 @@ def unwrappable(net) -> list[str]:
 def representative_set(data, options: Options) -> np.ndarray:
     """``options.calibration`` training images (float32 in [0, 1]) drawn without replacement by
     ``options.seed``: what the converter measures activation ranges on."""
+    from tf_lth import data as data_lib
     x, y = data.split("train")
     rows = np.sort(np.random.default_rng(options.seed).choice(len(x), min(options.calibration, len(x)), replace=False))
     return data_lib.normalize(x[rows], y[rows])[0].numpy()  # as the pipelines feed the model
 
 
-def qat_model(net, data, options: Options) -> keras.Model:
+def qat_model(net, data, options: Options):
     """``net`` wrapped for sparsity-preserving quantization-aware training and fine-tuned for
     ``options.qat_steps`` steps (Adam, seeded batch order) on ``data``'s train split."""
+    import tensorflow_model_optimization as tfmot
+    from tf_lth.keras2 import keras
+    from tf_lth.training import LOSS
     try:
         annotated = tfmot.quantization.keras.quantize_annotate_model(net)
         with tfmot.quantization.keras.quantize_scope():
@@ -164,14 +170,16 @@ def integer_report(kind: str, model: bytes, int8_io: bool) -> dict:
             "activation_dtypes": sorted({out for _, _, out in found}), "kernels": [(n, k) for n, k, _ in found]}
 
 
-def convert(kind: str, net, saved, data, x, keras_logits, options: Options) -> tuple[bytes, np.ndarray, dict]:
+def convert(kind: str, net, saved, data, x, keras_logits, options: Options,
+            calibration=None) -> tuple[bytes, np.ndarray, dict]:
     """``(TFLite bytes, reference logits on x, report entries)`` of full-integer format ``kind`` of the
     stripped ticket ``net`` (``saved``: its SavedModel). ``int8_full``'s reference is the ticket's logits
-    ``keras_logits``; ``int8_qat``'s is its QAT Keras model's, what the file must compute."""
-    representative = representative_set(data, options)
+    ``keras_logits``; ``int8_qat``'s is its QAT Keras model's, what the file must compute.
+    ``calibration``: ``(representative set, split name)`` drawn already (a JAX ticket's export draws
+    it before handing over to its TensorFlow process, which has no ``data``)."""
+    representative, split = calibration or (representative_set(data, options), f"{data.name} train")
     ticket = keras_kernels(net)
-    report = {"calibration": {"examples": len(representative), "split": f"{data.name} train",
-                              "seed": options.seed}}
+    report = {"calibration": {"examples": len(representative), "split": split, "seed": options.seed}}
     source, reference = saved, keras_logits
     if kind == "int8_qat":
         source = qat_model(net, data, options)

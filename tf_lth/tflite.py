@@ -1,26 +1,22 @@
 """A .tflite file of a ticket: conversion, LiteRT interpreter, the check against Keras and latency.
 
 :func:`tf_lth.export.export_ticket` writes the export folder; this module knows only TFLite files
-(bytes or paths) and the SavedModel or (QAT) Keras model they come from; it never imports export.
+(bytes or paths) and the SavedModel or (QAT) Keras model they come from; it imports neither export
+nor a Keras flavour (tickets of both convert here). Formats (:data:`TFLITE`): fp32 with
+EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse), int8 adds dynamic-range quantization
+(Optimize.DEFAULT), fp16 float16 weights; "dense" is an fp32 conversion without sparsity, the
+reference for bytes and latency. :data:`FULL_INTEGER` formats (:mod:`tf_lth.quantize`) quantize
+activations too; :func:`run_tflite` takes float images for int8 I/O.
 
-Formats (:data:`TFLITE`): fp32 with EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse),
-int8 adds dynamic-range quantization (Optimize.DEFAULT), fp16 float16 weights; "dense" is an fp32
-conversion without sparsity, the reference for bytes and latency. :data:`FULL_INTEGER` formats
-(:mod:`tf_lth.quantize`) quantize activations too; :func:`run_tflite` takes float images for int8 I/O.
-
-TFLite runs through ``ai_edge_litert`` only; an int8 + sparse file cannot be prepared by the default
-XNNPACK delegate, and int8 in 1x4 blocks loads but computes inf/NaN there, so each file is run with
-the default op resolver first and, if it does not load or gives non-finite logits, with builtin
-kernels without default delegates (:func:`run_checked` says which, and why). A file no resolver runs
-(fp16 in 1x4 blocks gives NaN) fails the export.
-
-Every TFLite file is verified against Keras on the check batch (:data:`TOLERANCES`): its logits must
-stay within ``logit x max(1, max |Keras logit|)`` (below 1, absolute errors are what moves the
-softmax) and its argmax agree with Keras' on at least ``argmax_agreement`` of the examples. An
-example where TFLite picks a class that Keras scores within that logit tolerance of its top class is
-a tie at the format's precision and does not count against it: an untrained ticket's logits are
-near-ties everywhere (margins ~0.01, on real digits and uniform noise alike) and int8 swaps ~2% of
-them without being wrong. A failed check raises one line (:func:`verify`).
+TFLite runs through ``ai_edge_litert`` only; XNNPACK cannot prepare int8 + sparse files and computes
+inf/NaN for int8 in 1x4 blocks, so each file runs with the default op resolver first and, if it does
+not load or gives non-finite logits, with builtin kernels (:func:`run_checked` says which, and why).
+A file no resolver runs (fp16 in 1x4 blocks: NaN) fails. Every file is verified against Keras on the
+check batch (:data:`TOLERANCES`): logits within ``logit x max(1, max |Keras logit|)`` (below 1,
+absolute errors are what moves the softmax), argmax agreeing on ``argmax_agreement`` of the examples.
+A class TFLite picks that Keras scores within that tolerance of its top class is a tie at the format's
+precision, not an error: an untrained ticket's logits are near-ties everywhere (margins ~0.01) and
+int8 swaps ~2% of them. A failed check raises one line (:func:`verify`).
 """
 from __future__ import annotations
 
@@ -29,10 +25,12 @@ import statistics
 import time
 
 import numpy as np
+import tensorflow as tf  # the converter only, never tf.keras
 
-from tf_lth.keras2 import native_noise_filtered, tf
 from tf_lth.errors import TfLthError
+from tf_lth.noise import native_noise_filtered
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
 
 SPARSITY, DEFAULT = tf.lite.Optimize.EXPERIMENTAL_SPARSITY, tf.lite.Optimize.DEFAULT
 # format -> (file, converter optimizations, float16 weights); "dense" is the reference, not kept
@@ -47,14 +45,10 @@ TFLITE = {
 FULL_INTEGER = ("int8_full", "int8_qat")  # int8 weights and activations (TFLITE_BUILTINS_INT8 ops only)
 KERNEL_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # the ops whose weights a ticket prunes
 RESOLVERS = (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-# Per TFLite format: largest |logit difference| from Keras as a fraction of max(1, max |Keras logit|),
-# and the least argmax agreement (near-ties excluded, see above). fp32 must be exact up to float
-# rounding; fp16 weights move logits by ~1e-3 and int8 (dynamic range) by ~0.01-0.02 on LeNet
-# tickets, trained or not: each limit is a few times what is measured, so a wrong file fails.
-# Only fp32 fails on its logit difference: quantized files are judged by their argmax (their logit
-# limit only marks near-ties), since a 98%-sparse int8 ticket can move a logit by ~10% of the scale
-# and still pick the same class. int8_full rounds activations too (~5% of the logit scale, 99.3% argmax
-# measured on a 90% LeNet); int8_qat is held to its QAT Keras model (~1%, 100% measured).
+# Per format: largest |logit difference| from Keras as a fraction of max(1, max |Keras logit|), and the
+# least argmax agreement (near-ties excluded), each a few times what LeNet tickets measure (fp16 ~1e-3,
+# int8 ~0.01-0.02, int8_full ~5% and 99.3% argmax, int8_qat vs its QAT model ~1%). Only fp32 fails on its
+# logits; quantized files are judged by argmax (a 98%-sparse int8 ticket moves logits ~10% yet agrees).
 TOLERANCES = {
     "tflite": {"logit": 1e-5, "argmax_agreement": 1.0, "logit_fails": True},
     "fp16": {"logit": 1e-2, "argmax_agreement": 0.99, "logit_fails": False},
@@ -71,8 +65,8 @@ BLOCK_STRUCTURES = {"unstructured": None, "1x4 blocks": (4, 1)}
 
 def convert(source, kind: str, representative=None, int8_io: bool = False, sparse: bool = True) -> bytes:
     """The TFLite flatbuffer of format ``kind`` (a key of :data:`TFLITE`) from a SavedModel folder or a
-    tf_keras model (how TF-MOT's QAT models convert). Full-integer formats calibrate activation ranges
-    on ``representative`` (inputs, fed one at a time); ``int8_io``: int8 input and output, else float.
+    tf_keras model (TF-MOT's QAT models). Full-integer formats calibrate activation ranges on
+    ``representative`` (fed one at a time); ``int8_io``: int8 input and output, else float.
     ``sparse=False`` stores the weights dense (a file XNNPACK runs, for the benchmarks' comparison)."""
     _, optimizations, half = TFLITE[kind]
     converter = (tf.lite.TFLiteConverter.from_saved_model(str(source)) if isinstance(source, (str, os.PathLike))
@@ -163,11 +157,9 @@ def compare_logits(kind: str, logits: np.ndarray, keras_logits: np.ndarray) -> d
     """How far TFLite logits are from Keras', and the limits they are held to (see :data:`TOLERANCES`)."""
     tolerance = TOLERANCES[kind]
     limit = float(tolerance["logit"] * max(1.0, float(np.max(np.abs(keras_logits)))))
-    top, chosen = keras_logits.argmax(-1), logits.argmax(-1)
-    rows = np.arange(len(keras_logits))
+    top, chosen, rows, n = keras_logits.argmax(-1), logits.argmax(-1), np.arange(len(keras_logits)), max(len(keras_logits), 1)
     differ = top != chosen
     ties = differ & (keras_logits[rows, top] - keras_logits[rows, chosen] <= limit)
-    n = max(len(keras_logits), 1)
     return {"max_abs_logit_diff": float(np.max(np.abs(logits - keras_logits))),
             "argmax_agreement": round(float(np.mean(~differ)), 6),
             "argmax_ties": int(ties.sum()),
@@ -192,24 +184,23 @@ def verify(kind: str, report: dict, source: str = "the check batch") -> None:
                          f"max |logit|)): {fix}")
     if report["argmax_agreement_beyond_ties"] < tol["argmax_agreement"]:
         raise TfLthError(f"{what} agrees with Keras' argmax on {100 * report['argmax_agreement_beyond_ties']:.2f}% "
-                         f"of {source} (near-ties excluded), under its tolerance "
-                         f"{100 * tol['argmax_agreement']:g}%: {fix}")
+                         f"of {source} (near-ties excluded), under its tolerance {100 * tol['argmax_agreement']:g}%: {fix}")
 
 
 def run_checked(kind: str, model: bytes, x, keras_logits):
-    """``(interpreter, resolver name, logits, problems)``: ``model`` run on ``x`` with the first op
-    resolver that loads it and gives finite logits (or any, when Keras' own are not finite), and
-    what went wrong with the ones before it: XNNPACK cannot prepare int8 + sparse files and computes
-    inf/NaN for int8 in 1x4 blocks; fp16 in 1x4 blocks gives NaN everywhere (never ship that), so
-    when no resolver does, this raises a one-line :class:`TfLthError` naming the format to drop."""
+    """``(interpreter, resolver name, logits, problems)``: ``model`` run on ``x`` with the first op resolver
+    that loads and runs it and gives finite logits (any, when Keras' are not finite), and what went wrong
+    with those before: XNNPACK cannot prepare int8 + sparse files (with a Keras 3 Flatten's dynamic
+    reshape it prepares one at batch 1 and fails at the check batch), gives inf/NaN for int8 in 1x4 blocks
+    and fp16 in 1x4 blocks NaN everywhere: when no resolver runs it, one line names the format to drop."""
     problems = []
     for r in RESOLVERS:
         try:
             interpreter, _ = open_tflite(model, r.name)
-        except TfLthError:
-            problems.append(f"{r.name}: does not load")
+            logits = run_tflite(interpreter, x)
+        except (TfLthError, RuntimeError) as e:
+            problems.append(f"{r.name}: " + ("does not load" if isinstance(e, TfLthError) else f"fails at batch {len(x)}"))
             continue
-        logits = run_tflite(interpreter, x)
         if np.isfinite(logits).all() or not np.isfinite(keras_logits).all():
             return interpreter, r.name, logits, problems
         problems.append(f"{r.name}: NaN/inf logits")
@@ -246,5 +237,6 @@ def benchmark(models: dict, input_shape, dtype=np.float32, seconds: float = BENC
 
 
 __all__ = ["convert", "open_tflite", "inspect_tflite", "is_sparse_tflite", "run_tflite", "kernels", "compare_logits",
-           "verify", "run_checked", "benchmark", "TFLITE", "FULL_INTEGER", "KERNEL_OPS", "RESOLVERS", "TOLERANCES", "SPARSITY", "DEFAULT", "BENCH_BATCHES",
-           "BENCH_SECONDS", "BENCH_CHUNK_SECONDS", "BLOCK_STRUCTURES"]
+           "verify", "run_checked", "benchmark", "native_noise_filtered", "TFLITE", "FULL_INTEGER", "KERNEL_OPS",
+           "RESOLVERS", "TOLERANCES", "SPARSITY", "DEFAULT", "BENCH_BATCHES", "BENCH_SECONDS", "BENCH_CHUNK_SECONDS",
+           "BLOCK_STRUCTURES"]
