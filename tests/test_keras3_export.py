@@ -259,3 +259,22 @@ def test_jax_ticket_exports_through_a_tensorflow_child(jax_run, exported):
     for layer in (layer for layer in net.layers if f"{layer.name}/kernel" in out["masks"]):
         assert np.array_equal(np.asarray(layer.kernel.numpy()) != 0, np.array(out["masks"][f"{layer.name}/kernel"]))
     assert np.abs(np.asarray(net(xt, training=False)) - jax_logits).max() <= 1e-5 * scale
+
+
+def test_a_mixed_float16_ticket_exports_a_float32_model(tmp_path):
+    from tf_lth import export_ticket
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        ticket = pruned_ticket(functional_cnn(), rounds=1, epochs=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert ticket.model.get_layer("fc1").compute_dtype == "float16"
+    _, _, xt, yt = digits()
+    info = export_ticket(ticket.model, tmp_path / "mp", dataset=(xt, yt), formats=("tflite",), benchmark=False)
+    net = keras.saving.load_model(tmp_path / "mp" / "ticket.keras")
+    assert {layer.dtype_policy.name for layer in net.layers} == {"float32"}  # as tf_keras exports are
+    kernel = np.asarray(net.get_layer("fc1").kernel.numpy())
+    assert np.array_equal(kernel == 0, ~ticket.masks["fc1/kernel"])
+    ticket_logits = np.asarray(ticket.model(xt, training=False), np.float32)
+    assert 0 < info["check"]["keras_file_max_abs_logit_diff"] <= 2e-2 * np.abs(ticket_logits).max()  # float16 vs 32
+    assert info["formats"]["tflite"]["max_abs_logit_diff"] <= 1e-5 * max(1.0, np.abs(ticket_logits).max())

@@ -34,7 +34,7 @@ import numpy as np
 from tf_lth import flavours
 from tf_lth.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from tf_lth.errors import TfLthError
-from tf_lth.export3 import (CHECK_EXAMPLES, INPUT, JOB, KERAS_FILE, OUTPUT, accuracy, dir_bytes, export_keras3, logits,
+from tf_lth.export3 import (CHECK_EXAMPLES, INPUT, JOB, KERAS_FILE, OUTPUT, accuracy, dir_bytes, export_keras3, float32, logits,
                             staged_dir, tensorflow_half, weight_stats, write_tflite)
 
 
@@ -117,15 +117,6 @@ def stripped(model):
     copy = keras.models.clone_model(plain, clone_function=lambda lay: type(lay).from_config(float32(lay.get_config())))
     copy.set_weights([masked.get(id(v), v.numpy()) for v in plain.weights])
     return copy
-
-
-def float32(config):
-    """A layer config with every mixed-precision policy in it (nested layers too) made float32."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "Policy":
-            return "float32"
-        return {k: "float32" if k == "dtype" and str(v).startswith("mixed_") else float32(v) for k, v in config.items()}
-    return [float32(v) for v in config] if isinstance(config, list) else config
 
 
 def _check_batch(net, data, sample) -> tuple[np.ndarray, str]:

@@ -15,17 +15,17 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tf_lth.errors import TfLthError
+from tf_lth.io import staged_dir
 
 INPUT, OUTPUT = "image", "logits"
 CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite logits are compared on
@@ -52,12 +52,16 @@ def export_keras3(model, path: Path, *, name, round, dataset, formats, benchmark
             quantize.representative_set(data, quantization), f"{data.name} train"))
     with staged_dir(path) as tmp:
         model.save(tmp / KERAS_FILE)  # a plain file already, but with the optimizer state: loaded, re-saved
+        mixed = model.dtype_policy.name.startswith("mixed_") or any(
+            layer.dtype_policy.name.startswith("mixed_") for layer in model._flatten_layers())
+        if mixed:  # trained in mixed precision: the file computes in float32 (as tf_keras exports do)
+            float32_file(tmp / KERAS_FILE)
         net = keras.saving.load_model(tmp / KERAS_FILE, compile=False)
         net.save(tmp / KERAS_FILE)
         x, source = check_batch(net, test, sample, getattr(data, "name", "dataset"))
         keras_logits, ticket_logits = logits(net, x), logits(model, x)
         diff = float(np.max(np.abs(keras_logits - ticket_logits)))  # the file computes what the ticket does
-        if not diff <= 1e-5 * max(1.0, float(np.max(np.abs(ticket_logits)))):
+        if not diff <= (2e-2 if mixed else 1e-5) * max(1.0, float(np.max(np.abs(ticket_logits)))):  # (float16: ~3 digits)
             raise TfLthError(f"{KERAS_FILE} is {diff:.3g} from the ticket's logits on {source}: a layer saves wrong weights")
         info = {"name": name, "round": round, "input": {"name": INPUT, "shape": [None, *x.shape[1:]], "dtype": "float32"},
                 "output": {"name": OUTPUT, "shape": [None, *keras_logits.shape[1:]]}, **weight_stats(net),
@@ -68,6 +72,27 @@ def export_keras3(model, path: Path, *, name, round, dataset, formats, benchmark
         (tensorflow_half if backend() == "tensorflow" else run_child)(info, tmp, net, x, keras_logits, test, **job)
         (tmp / "ticket.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def float32(config):
+    """A model's or layer's config (either flavour, nested layers too) with every mixed-precision policy
+    made float32: the exported ticket computes in float32 whatever precision it was trained in."""
+    if isinstance(config, dict):
+        name = str(config.get("config", {}).get("name", "")) if config.get("class_name") == "DTypePolicy" else ""
+        if config.get("class_name") == "Policy" or name.startswith("mixed_"):
+            return "float32"
+        return {k: "float32" if k == "dtype" and str(v).startswith("mixed_") else float32(v) for k, v in config.items()}
+    return [float32(v) for v in config] if isinstance(config, list) else config
+
+
+def float32_file(path: Path) -> None:
+    """Rewrite the ``.keras`` archive at ``path`` with a float32 config (the weights are float32 already)."""
+    with zipfile.ZipFile(path) as archive:
+        entries = {n: archive.read(n) for n in archive.namelist()}
+    entries["config.json"] = json.dumps(float32(json.loads(entries["config.json"]))).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n, content in entries.items():
+            archive.writestr(n, content)
 
 
 def check_batch(net, test, sample, name: str) -> tuple[np.ndarray, str]:
@@ -215,36 +240,5 @@ def dir_bytes(folder: Path, files=None) -> dict:
     return {"bytes": sum(p.stat().st_size for p in files), "gzip_bytes": sum(gzip_len(p.read_bytes()) for p in files)}
 
 
-@contextmanager
-def staged_dir(path: Path):
-    """A temp folder beside ``path`` that replaces ``path`` only when the block succeeds; the
-    previous content is moved aside first and deleted last. OSErrors become one-line errors."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        tmp.mkdir()
-    except OSError as e:
-        raise _unwritable(path, e) from None
-    old = tmp.with_suffix(".old")
-    try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise _unwritable(path, e) from None
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _unwritable(path: Path, e: OSError) -> TfLthError:
-    where = f" ({e.filename})" if e.filename else ""
-    return TfLthError(f"cannot write the export to {path}: {e.strerror or e}{where}")
-
-
 __all__ = ["export_keras3", "write_tflite", "weight_stats", "staged_dir", "tflite_report", "add_latency", "check_batch",
-           "logits", "accuracy", "gzip_len", "dir_bytes", "INPUT", "OUTPUT", "CHECK_EXAMPLES", "KERAS_FILE"]
+           "logits", "accuracy", "gzip_len", "dir_bytes", "float32", "float32_file", "INPUT", "OUTPUT", "CHECK_EXAMPLES", "KERAS_FILE"]

@@ -1,12 +1,16 @@
-"""Atomic file writes (temp file + rename) and checked reads, so a killed run can always resume."""
+"""Atomic file writes (temp file + rename), atomic folders (:func:`staged_dir`) and checked reads, so a
+killed run can always resume and an export never leaves half a folder."""
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import pickle
 import tempfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,34 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise TfLthError(f"{path} is missing") from None
     except DAMAGED_NPZ as e:
         raise TfLthError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it or restart that round") from None
+
+
+@contextmanager
+def staged_dir(path: Path):
+    """A temp folder beside ``path`` that replaces ``path`` only when the block succeeds; the
+    previous content is moved aside first and deleted last. OSErrors become one-line errors."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+    except OSError as e:
+        raise unwritable_export(path, e) from None
+    old = tmp.with_suffix(".old")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise unwritable_export(path, e) from None
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def unwritable_export(path: Path, e: OSError) -> TfLthError:
+    where = f" ({e.filename})" if e.filename else ""
+    return TfLthError(f"cannot write the export to {path}: {e.strerror or e}{where}")
