@@ -239,6 +239,25 @@ def direct_write_never_reaches_the_outputs():
 
 
 @check
+def a_second_ticket_works_on_a_plain_copy():
+    """Masks live on the model's layers: a second ticket of the same model gets a plain copy holding the
+    first ticket's effective weights, and the two never write each other's weights or masks."""
+    xte = digits()[2][:64]
+    model = functional_cnn()
+    first = LotteryTicket(model, rate=0.5)
+    first.next_round()
+    second = LotteryTicket(model, rate=0.5)
+    assert second.model is not model and first.model is model
+    assert all(np.array_equal(a, b) for a, b in zip(second.theta0, first.get_weights()))
+    assert np.array_equal(logits(second.model, xte), logits(first.model, xte))
+    before = first.get_weights()
+    second.next_round()  # prunes and rewinds its own variables only (twice: past the first ticket)
+    second.next_round()
+    assert second.weights_remaining < first.weights_remaining
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), before))
+
+
+@check
 def custom_training_loop():
     """The backend's own loop (TF GradientTape in a tf.function; JAX stateless_call + stateless_apply
     jitted once) over two rounds: the masks are state, so the same compiled step sees new masks."""

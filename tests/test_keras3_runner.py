@@ -8,23 +8,12 @@ import pytest
 
 from tf_lth import cli, networks, training3
 from tf_lth.config import ExperimentConfig
-from tf_lth.experiment import Experiment
 from tf_lth.lottery import LotteryTicket
 from tf_lth.results import flatten
+from test_resume import rows, run  # the kill-and-resume harness, given Keras 3's checkpoint
 
 RUN = ["--rounds", "1", "--epochs", "2", "--batch-size", "350", "--controls", "random_reinit", "--export", "none",
        "--rate", "0.5", "--no-jit", "--quiet"]  # 10 steps per epoch of mnist5k; tracing without XLA is quicker
-
-
-class Killed(Exception):
-    pass
-
-
-def rows(out):
-    data = json.loads((out / "results.json").read_text())["rounds"]
-    for row in data:
-        row.pop("wall_seconds")
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -74,23 +63,9 @@ def test_keras3_run_writes_the_fields_of_a_tf_keras_run(keras3_run, tmp_path):
 def test_keras3_resume_after_kills_gives_the_same_rows(keras3_run, tmp_path, monkeypatch):
     cfg = cli.run_config(cli.build_parser().parse_args(["run", "--keras", "3", *RUN]))
     out = tmp_path / "killed"
-    original = training3.EpochCheckpoint.on_epoch_end
     # killed in round 1 after its first epoch's checkpoint: the next run rebuilds the Keras 3 ticket from the
     # folder, restores weights, optimizer and progress, and trains the second epoch
-    for kill in [("ticket", 1, "after")]:
-        def on_epoch_end(self, epoch, logs=None, kill=kill):
-            hit = (self.path.name.split(".")[0], int(self.path.parent.name)) == kill[:2] and epoch == 0
-            if hit and kill[2] == "before":
-                raise Killed
-            original(self, epoch, logs)
-            if hit:
-                raise Killed
-
-        monkeypatch.setattr(training3.EpochCheckpoint, "on_epoch_end", on_epoch_end)
-        with pytest.raises(Killed):
-            Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
-        monkeypatch.undo()
-    Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
+    run(cfg, out, [("ticket", 1, "after")], monkeypatch, checkpoint=training3.EpochCheckpoint)
     assert rows(out) == rows(keras3_run)
     for k in range(2):
         for name in ("masks.npz", "weights.npz"):

@@ -16,10 +16,11 @@ class Killed(Exception):
     pass
 
 
-def run(cfg, out, kills=(), monkeypatch=None):
+def run(cfg, out, kills=(), monkeypatch=None, checkpoint=EpochCheckpoint):
     """Run the experiment, killed at each of ``kills`` in turn and resumed: ``(name, round, when)``
-    raises at that training's first epoch end, ``"before"`` its checkpoint is written or ``"after"``."""
-    original = EpochCheckpoint.on_epoch_end
+    raises at that training's first epoch end, ``"before"`` its checkpoint is written or ``"after"``
+    (``checkpoint``: the flavour's checkpoint callback; test_keras3_runner.py passes Keras 3's)."""
+    original = checkpoint.on_epoch_end
     for kill in kills:
         def on_epoch_end(self, epoch, logs=None, kill=kill):
             hit = (self.path.name.split(".")[0], int(self.path.parent.name)) == kill[:2] and epoch == 0
@@ -29,7 +30,7 @@ def run(cfg, out, kills=(), monkeypatch=None):
             if hit:
                 raise Killed
 
-        monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", on_epoch_end)
+        monkeypatch.setattr(checkpoint, "on_epoch_end", on_epoch_end)
         with pytest.raises(Killed):
             Experiment(cfg, out, verbose=0, log=lambda *a: None).run()
         monkeypatch.undo()

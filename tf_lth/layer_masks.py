@@ -159,6 +159,15 @@ def add_masks(layer, raw, frozen: bool):
 
 
 
+def plain_values(model) -> list[np.ndarray]:
+    """``model``'s weights as a plain copy of it holds them: masks left out, pruned entries of each
+    kernel zero (or frozen), in the copy's ``weights`` order."""
+    views = [view for layer in layers_of(model) for view in layer.__dict__.get("_lth_views", ())]
+    masks = {id(m) for _, _, keep, frozen in views for m in (keep, frozen) if m is not None}
+    values = {id(raw): effective(raw, keep, frozen) for _, raw, keep, frozen in views}
+    return [to_numpy(values.get(id(v), v)) for v in model.weights if id(v) not in masks]
+
+
 def is_masked(layer) -> bool:
     return "_lth_views" in layer.__dict__
 
@@ -170,4 +179,4 @@ def set_views(layer, views: list) -> None:
 
 
 __all__ = ["PRUNED_NAMES", "effective", "masked_class", "layers_of", "prunable", "add_masks", "recording",
-           "is_masked", "set_views", "to_numpy"]
+           "is_masked", "set_views", "to_numpy", "plain_values"]

@@ -30,7 +30,8 @@ import numpy as np
 from tf_lth.callbacks3 import Keras3TicketCallback
 from tf_lth.errors import TfLthError
 from tf_lth.keras3 import keras
-from tf_lth.layer_masks import add_masks, effective, is_masked, layers_of, prunable, recording, set_views, to_numpy
+from tf_lth.layer_masks import (add_masks, effective, is_masked, layers_of, plain_values, prunable, recording,
+                                set_views, to_numpy)
 
 class MaskedModel:
     """``source`` with masks on its prunable layers (in place: ``model is source``), indexed as
@@ -87,7 +88,7 @@ class MaskedModel:
         """The weights the network computes with: pruned entries zero (or frozen)."""
         values = self.raw_weights()
         for key, i in self.kernels.items():
-            values[i] = self.kernel(key)
+            values[i] = self._masked(key, values[i])
         return values
 
     def assign(self, values) -> None:
@@ -113,8 +114,11 @@ class MaskedModel:
 
     def kernel(self, key: str) -> np.ndarray:
         """The kernel as the network computes with it."""
-        raw = self.variables[self.kernels[key]]
-        return to_numpy(effective(raw, self.keep[key], self.frozen[key])).astype(raw.dtype)
+        return self._masked(key, to_numpy(self.variables[self.kernels[key]]))
+
+    def _masked(self, key: str, raw: np.ndarray) -> np.ndarray:
+        base = 0 if self.frozen[key] is None else to_numpy(self.frozen[key])
+        return np.where(to_numpy(self.keep[key]), raw, base).astype(raw.dtype)
 
     # -- layers ------------------------------------------------------------------------------
     def output_layer_names(self) -> set[str]:
@@ -191,11 +195,7 @@ def _copy(model, weights: bool = True):
     if not copy.weights:  # subclassed: run it once on zeros of the source's build shape
         copy(np.zeros(_input_shape(model), "float32"), training=False)
     if weights:
-        plain = [v for v in copy.weights]
-        values = [w for w in model.get_weights()]
-        if len(plain) != len(values):  # the masks are among the source's weights: take the masked model's view
-            raise TfLthError(f"{model.name} already has masks: make a ticket of a plain model")
-        copy.set_weights(values)
+        copy.set_weights(plain_values(model))
     return copy
 
 

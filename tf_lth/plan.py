@@ -13,11 +13,13 @@ import json
 import math
 import time
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from tf_lth import recipe
+from tf_lth.config import OPTIMIZERS
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_npz, write_npz
 from tf_lth.rounds import RoundProgress
@@ -56,6 +58,41 @@ def steps_per_execution(training, steps_per_epoch: int, rewind_iteration: int = 
         return MAX_STEPS_PER_EXECUTION
     common = math.gcd(steps_per_epoch, *marks)
     return max(d for d in range(1, min(common, MAX_STEPS_PER_EXECUTION) + 1) if common % d == 0)
+
+
+class ScheduleLogic:
+    """A :class:`tf_lth.recipe.Schedule` as a Keras learning-rate schedule: the rate is a function of the
+    optimizer's step alone, so a round whose step is rewound replays the schedule from there. Each
+    flavour's ``RecipeSchedule`` adds its Keras base class and ``OPS`` (the recipe's ops in its tensors)."""
+
+    OPS: recipe.Ops
+
+    def __init__(self, schedule: recipe.Schedule):
+        self.schedule = schedule
+
+    def __call__(self, step):
+        return self.schedule(step, self.OPS)
+
+    def get_config(self):
+        return asdict(self.schedule)
+
+    @classmethod
+    def from_config(cls, config):  # what a fresh optimizer of the same config is built from
+        return cls(recipe.Schedule(**{**config, "milestones": tuple(config["milestones"])}))
+
+
+def make_optimizer(keras, schedule_class, training, steps_per_epoch: int = 1, total: int = 0):
+    """A fresh optimizer of ``keras`` (either flavour's module) of ``training``'s kind (resolved) with its
+    learning-rate schedule (``schedule_class``) in steps (``total``: the round's steps) and, if
+    decoupled, its weight decay; a constant rate stays a float."""
+    cls = getattr(keras.optimizers, OPTIMIZERS.get(training.optimizer or "adam"))
+    rate = training.learning_rate
+    if (training.schedule or "constant") != "constant" or training.warmup:
+        rate = schedule_class(recipe.Schedule.of(training, steps_per_epoch, total))
+    kwargs = {"momentum": training.momentum or 0.0} if cls is keras.optimizers.SGD else {}
+    if training.weight_decay and training.weight_decay_kind == "decoupled":
+        kwargs["weight_decay"] = training.weight_decay
+    return cls(rate, **kwargs)
 
 
 class CheckpointLogic:

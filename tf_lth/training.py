@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from tf_lth import distribute, models, plan, recipe
 from tf_lth.callbacks import TicketCallback
-from tf_lth.config import OPTIMIZERS, TrainingConfig
+from tf_lth.config import TrainingConfig
 from tf_lth.keras2 import can_jit_compile, has_gpu, keras, tf
 from tf_lth.lottery import LotteryTicket
 from tf_lth.plan import (MAX_STEPS_PER_EXECUTION, CheckpointLogic, ThroughputLogic, epochs_for,  # noqa: F401
@@ -25,37 +24,15 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # every mod
 
 
 @keras.utils.register_keras_serializable(package="tf_lth")
-class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """A :class:`tf_lth.recipe.Schedule` as a Keras schedule: the rate is a function of the optimizer's
-    step alone, so a round whose step is rewound replays the schedule from there."""
+class RecipeSchedule(plan.ScheduleLogic, keras.optimizers.schedules.LearningRateSchedule):
+    """:class:`tf_lth.plan.ScheduleLogic` as a tf_keras schedule."""
 
     OPS = recipe.Ops(tf.where, tf.minimum, tf.cos, lambda x: tf.cast(x, tf.float32))
 
-    def __init__(self, schedule: recipe.Schedule):
-        self.schedule = schedule
-
-    def __call__(self, step):
-        return self.schedule(step, self.OPS)
-
-    def get_config(self):
-        return asdict(self.schedule)
-
-    @classmethod
-    def from_config(cls, config):  # what a fresh optimizer of the same config is built from
-        return cls(recipe.Schedule(**{**config, "milestones": tuple(config["milestones"])}))
-
 
 def make_optimizer(training: TrainingConfig, steps_per_epoch: int = 1, total: int = 0):
-    """A fresh optimizer of ``training``'s kind (resolved: see ExperimentConfig) with its learning-rate
-    schedule in steps (``total``: the round's steps) and, if decoupled, its weight decay."""
-    cls = getattr(keras.optimizers, OPTIMIZERS.get(training.optimizer or "adam"))
-    rate = training.learning_rate
-    if (training.schedule or "constant") != "constant" or training.warmup:
-        rate = RecipeSchedule(recipe.Schedule.of(training, steps_per_epoch, total))
-    kwargs = {"momentum": training.momentum or 0.0} if cls is keras.optimizers.SGD else {}
-    if training.weight_decay and training.weight_decay_kind == "decoupled":
-        kwargs["weight_decay"] = training.weight_decay
-    return cls(rate, **kwargs)
+    """A fresh tf_keras optimizer for ``training`` (:func:`tf_lth.plan.make_optimizer`)."""
+    return plan.make_optimizer(keras, RecipeSchedule, training, steps_per_epoch, total)
 
 
 def batch_loss(y_true, y_pred):

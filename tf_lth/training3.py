@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from tf_lth import distribute, models, plan, recipe
-from tf_lth.config import OPTIMIZERS, TrainingConfig
+from tf_lth.config import TrainingConfig
 from tf_lth.errors import TfLthError
 from tf_lth.keras3 import backend, keras, ops
 from tf_lth.plan import CheckpointLogic, ThroughputLogic, round_steps, steps_per_epoch, steps_per_execution  # noqa: F401
@@ -26,37 +25,15 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # every mod
 
 
 @keras.saving.register_keras_serializable(package="tf_lth")
-class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """A :class:`tf_lth.recipe.Schedule` as a Keras 3 schedule: the rate is a function of the optimizer's
-    step alone, so a round whose step is rewound replays the schedule from there."""
+class RecipeSchedule(plan.ScheduleLogic, keras.optimizers.schedules.LearningRateSchedule):
+    """:class:`tf_lth.plan.ScheduleLogic` as a Keras 3 schedule."""
 
     OPS = recipe.Ops(ops.where, ops.minimum, ops.cos, lambda x: ops.cast(x, "float32"))
 
-    def __init__(self, schedule: recipe.Schedule):
-        self.schedule = schedule
-
-    def __call__(self, step):
-        return self.schedule(step, self.OPS)
-
-    def get_config(self):
-        return asdict(self.schedule)
-
-    @classmethod
-    def from_config(cls, config):  # what a fresh optimizer of the same config is built from
-        return cls(recipe.Schedule(**{**config, "milestones": tuple(config["milestones"])}))
-
 
 def make_optimizer(training: TrainingConfig, steps_per_epoch: int = 1, total: int = 0):
-    """A fresh Keras 3 optimizer of ``training``'s kind (resolved) with its learning-rate schedule in
-    steps (``total``: the round's steps) and, if decoupled, its weight decay."""
-    cls = getattr(keras.optimizers, OPTIMIZERS.get(training.optimizer or "adam"))
-    rate = training.learning_rate
-    if (training.schedule or "constant") != "constant" or training.warmup:
-        rate = RecipeSchedule(recipe.Schedule.of(training, steps_per_epoch, total))
-    kwargs = {"momentum": training.momentum or 0.0} if cls is keras.optimizers.SGD else {}
-    if training.weight_decay and training.weight_decay_kind == "decoupled":
-        kwargs["weight_decay"] = training.weight_decay
-    return cls(rate, **kwargs)
+    """A fresh Keras 3 optimizer for ``training`` (:func:`tf_lth.plan.make_optimizer`)."""
+    return plan.make_optimizer(keras, RecipeSchedule, training, steps_per_epoch, total)
 
 
 def with_l2(loss, model, weight_decay: float):
