@@ -15,7 +15,7 @@ from tf_lth.training import EpochCheckpoint
 
 # mnist5k: 70 steps of 50 an epoch, an evaluation every 10 steps, 3 epochs
 OPTIONS = dict(rounds=2, epochs=3, batch_size=50, eval_every=10, early_bird=0.015, early_bird_patience=2,
-               early_bird_window=1, controls=(), export=())
+               early_bird_window=1, full_tail=0, controls=(), export=())
 
 
 class Killed(Exception):
@@ -51,6 +51,22 @@ def test_options_are_checked():
         TrainingConfig(early_bird=1.5)
     with pytest.raises(TfLthError, match="patience = 0"):
         TrainingConfig(patience=0)
+    with pytest.raises(TfLthError, match="full_tail = -1 must be a whole number >= 0"):
+        TrainingConfig(full_tail=-1)
+
+
+def test_the_last_rounds_before_the_final_one_train_to_the_end(tmp_path):
+    """The stop rules apply to every round but the final one, the ``full_tail`` rounds before it (they
+    draw the final ticket's mask) and the listed ``full_rounds``."""
+    def intermediate(**options):
+        config = ExperimentConfig.from_dict({**OPTIONS, "rounds": 5, **options})
+        return [r for r in range(6) if Experiment(config, tmp_path, verbose=0).intermediate(r)]
+
+    assert intermediate(full_tail=0) == [0, 1, 2, 3, 4]
+    assert intermediate(full_tail=2) == [0, 1, 2]
+    assert intermediate(full_tail=2, full_rounds=(0,)) == [1, 2]
+    assert intermediate(full_tail=9) == []
+    assert TrainingConfig().full_tail == 2  # the default, measured on Fashion-MNIST (README)
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +167,24 @@ def test_a_window_of_candidates_stops_by_the_rule_and_resumes_the_same(tmp_path,
     assert whole["rounds"][1]["iterations"] > 70  # the kill came before round 1's stop
     strip = lambda row: {k: v for k, v in row.items() if k != "wall_seconds"}  # noqa: E731
     assert [strip(r) for r in whole["rounds"]] == [strip(r) for r in resumed["rounds"]]
+
+
+def test_a_callback_reused_for_the_next_round_starts_a_fresh_early_bird_window(mnist5k):
+    """The candidates of round 0 hold weights round 1 has pruned: comparing with them would measure the
+    pruning, not the round's settling. A reused callback's first point in round 1 has no distance."""
+    from tf_lth import keras, networks
+    from tf_lth.lottery import LotteryTicket
+    from tf_lth.training import LOSS
+
+    x, y = (a[:600] for a in mnist5k.arrays("train"))  # 10 steps of 60 an epoch
+    val = tuple(a[:200] for a in mnist5k.arrays("val"))
+    keras.utils.set_random_seed(0)
+    ticket = LotteryTicket(networks.build("lenet_300_100"), rate=0.5)
+    ticket.model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    callback = ticket.callback(validation_data=val, eval_every=5, early_bird=1e-9, early_bird_window=3)
+    for round_ in range(2):
+        if round_:
+            ticket.next_round()
+        ticket.model.fit(x, y, batch_size=60, epochs=2, shuffle=False, verbose=0, callbacks=[callback])
+    for entry in ticket.history:  # 4 points a round, the first compared with nothing
+        assert [p["iteration"] for p in entry["mask_distance"]] == [10, 15, 20], entry["round"]

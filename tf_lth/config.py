@@ -136,6 +136,9 @@ class TrainingConfig:
                                   "lower validation loss", parse=int, metavar="N", shown="off")
     full_rounds: tuple = option((), "rounds that train to the end whatever the stop rules (the last always does)",
                                 parse=lambda t: tuple(int(v) for v in csv(t)), metavar="K,...", shown="none")
+    # 2: measured on Fashion-MNIST (README): the last masks decide the final ticket's accuracy
+    full_tail: int = option(2, "the last N rounds before the final one train to the end whatever the stop rules "
+                            "(they draw the final ticket's mask)", parse=int, metavar="N")
     # training steps per call into TensorFlow (Keras' steps_per_execution); None: the most, up to
     # 100, that keep every evaluation point, θk step and epoch end on a call's end
     steps_per_execution: int | None = option(None, "training steps per call into TensorFlow", parse=int,
@@ -152,6 +155,7 @@ class TrainingConfig:
         whole("early_bird_patience", self.early_bird_patience)
         whole("early_bird_window", self.early_bird_window)
         whole("patience", self.patience)
+        whole("full_tail", self.full_tail, least=0)
         object.__setattr__(self, "full_rounds", tuple(int(r) for r in self.full_rounds))
         if self.epochs is not None and self.iterations is not None:
             raise TfLthError("give epochs or iterations per round, not both")

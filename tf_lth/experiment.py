@@ -92,8 +92,8 @@ class Experiment:
 
     def intermediate(self, round_: int) -> bool:
         """Whether the ticket of ``round_`` only decides the next mask (its stop rules apply): every
-        round but the last and the config's ``full_rounds``."""
-        return round_ < self.config.rounds and round_ not in self.config.training.full_rounds
+        round but the last, the ``full_tail`` rounds before it and the config's ``full_rounds``."""
+        return round_ < self.config.rounds - self.config.training.full_tail and round_ not in self.config.training.full_rounds
 
     def _compile(self, ticket: LotteryTicket) -> None:
         self.lib.compile_round(ticket, self.training, steps_per_epoch(self.data, self.training))

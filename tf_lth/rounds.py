@@ -119,8 +119,9 @@ class RoundLogic:
         super().on_train_begin(logs)
         check_marks(self)
         self.ticket.start_training(fresh=self.progress.start is None)
-        if self.progress.start is None:
+        if self.progress.start is None:  # a fresh round: no early-bird candidates carried over from another
             self.progress.start = self._step()
+            self.candidates = []
         if self.ticket.needs_thetak() and self.ticket.rewind.iteration == 0:
             self.ticket.record_thetak()
 
