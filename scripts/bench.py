@@ -5,6 +5,7 @@
     scripts/bench.py --parts w --repeats 1 --w-rounds 1 --w-epochs 1   # a smoke check of W (numbers meaningless)
     scripts/bench.py --parts resnet20 --resnet-repeats 5               # ResNet-20 round vs plain fit, CPU or GPU
     scripts/bench.py --parts keras3 --repeats 2                        # Keras 3 round vs plain Keras 3 fit; W by flavour
+    scripts/bench.py --parts early_bird                                # a round with early-bird candidates vs without
 
 Parts (all by default; 8 minutes on 2 quiet cores with W taking 5 of them before W had its fourth side,
 which adds an estimated 1.5 minutes, and resnet20 an estimated 3 more):
@@ -52,6 +53,15 @@ keras3  Keras 3 (TensorFlow backend), issue 12: seconds per epoch of a Keras 3 L
         tf_keras (``--keras 2``) as fresh processes, ``--repeats`` each, alternating: examples per second
         of training (iterations x batch over the rounds' wall seconds) and whole-process wall time.
 
+early_bird
+        Issue 15: seconds per epoch of a LeNet-300-100 round in the README's Fashion-MNIST reproduction
+        (Adam 1.2e-3, batch 60, an evaluation every 100 steps on the validation and test sets, the
+        runner's compile settings, after one pruning round) with the early-bird rule on (window 5;
+        EPS so small that it never stops, so every point draws a candidate mask and measures it
+        against the window) against the same round without it, alternating; and the milliseconds of
+        one evaluation point's candidate (``draw_masks`` timed in those epochs, the window's distances)
+        beside those of its validation and test passes.
+
 Ratios are medians of same-repeat ratios (the machine is noisy: only those mean anything).
 """
 from __future__ import annotations
@@ -71,7 +81,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 W = {"rounds": 3, "epochs": 5, "rate": 0.2, "batch_size": 128, "learning_rate": 0.1}
-PARTS = ("w", "epoch", "ops", "tflite", "resnet20", "keras3")
+PARTS = ("w", "epoch", "ops", "tflite", "resnet20", "keras3", "early_bird")
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 
 
@@ -324,8 +334,9 @@ def timed_calls(obj, methods, seconds: list) -> None:
     for method in methods:
         def timed(*a, _f=getattr(obj, method), **k):
             start = time.perf_counter()
-            _f(*a, **k)
+            result = _f(*a, **k)
             seconds.append(time.perf_counter() - start)
+            return result
         setattr(obj, method, timed)
 
 
@@ -621,6 +632,62 @@ def part_keras3(args, ds) -> dict:
     return out
 
 
+# -- 7. early-bird candidates ------------------------------------------------------------------------------
+def part_early_bird(args, ds) -> dict:
+    from tf_lth import stopping
+    from tf_lth.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_dict({"dataset": "fashion_mnist", "eval_every": 100, "controls": (), "export": ()})
+    ticket, cfg = runner_ticket(cfg, ds)
+    batch, every = cfg.training.batch_size, cfg.training.eval_every
+    val, test = ds.pipeline("val", 1000), ds.pipeline("test", 1000)
+
+    def side(early_bird):
+        def epoch(rep):
+            train, steps = ds.epochs(batch, 1, seed=rep)
+            clock = epoch_clock()
+            callback = ticket.callback(test_data=test, validation_data=val, eval_every=every, early_bird=early_bird,
+                                       early_bird_window=5)
+            ticket.model.fit(train, epochs=1, steps_per_epoch=steps, callbacks=[callback, clock], verbose=0)
+            return clock.seconds
+        return epoch
+
+    with_candidates, without = side(1e-12), side(None)  # EPS 1e-12: the rule runs at every point, never stops
+    with_candidates(1000)  # compile, then a pruning round as in the reproduction's rounds
+    ticket.next_round()
+    with_candidates(1001), without(1001)
+    drawn: list = []  # seconds of each draw_masks the callbacks make while training
+    timed_calls(ticket, ["draw_masks"], drawn)
+    times = alternate({"early-bird": with_candidates, "without": without}, args.epoch_repeats)
+    ratios = [a / b for a, b in zip(times["early-bird"], times["without"])]
+
+    def ms(fn, n=20):
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return round((time.perf_counter() - start) / n * 1000, 2)
+
+    window = [ticket.draw_masks() for _ in range(5)]
+    alive = {k: ticket.masks[k] for k in window[0]}
+    costs = {"draw_masks_ms_in_fit": round(median(drawn) * 1000, 2),
+             "five_distances_ms": ms(lambda: [stopping.mask_distance(old, window[0], alive) for old in window]),
+             "validation_pass_ms": ms(lambda: ticket.model.evaluate(val, verbose=0), 5),
+             "test_pass_ms": ms(lambda: ticket.model.evaluate(test, verbose=0), 5)}
+    out = {"images": len(ds.x_train), "batch": batch, "eval_every": every, "points_per_epoch": len(ds.x_train) // batch // every,
+           "times_s": times, "early_bird_s": median(times["early-bird"]), "without_s": median(times["without"]),
+           "ratio": round(median(ratios), 3), **costs}
+    point_s = (costs["draw_masks_ms_in_fit"] + costs["five_distances_ms"]) / 1000
+    out["candidate_share_of_epoch"] = round(point_s * out["points_per_epoch"] / out["without_s"], 4)
+    print(table([("side", "s/epoch (median)", "points/epoch"),
+                 ("early-bird on (window 5)", f"{out['early_bird_s']:.2f}", out["points_per_epoch"]),
+                 ("early-bird off", f"{out['without_s']:.2f}", out["points_per_epoch"])]))
+    print(f"ratio {out['ratio']:.3f}; candidates {out['candidate_share_of_epoch']:.1%} of an epoch; one point: draw_masks {costs['draw_masks_ms_in_fit']} ms (median in fit), 5 "
+          f"distances {costs['five_distances_ms']} ms, validation pass {costs['validation_pass_ms']} ms, test pass "
+          f"{costs['test_pass_ms']} ms")
+    return out
+
+
 # -- acceptance ------------------------------------------------------------------------------------------------
 def acceptance(report: dict) -> dict:
     checks = {}
@@ -648,6 +715,9 @@ def acceptance(report: dict) -> dict:
     if "keras3" in report:
         checks["6. keras3: a Keras 3 round's epoch <= 1.10x plain Keras 3 fit, same compile settings"] = (
             report["keras3"]["epoch"]["ratio"] <= 1.10)
+    if "early_bird" in report:
+        checks["7. early_bird: a round's epoch with early-bird candidates <= 1.03x without"] = (
+            report["early_bird"]["ratio"] <= 1.03)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     return checks
@@ -689,7 +759,8 @@ def main(argv=None) -> int:
                 tf.get_logger().setLevel("ERROR")  # export's reloads warn about metrics they do not need
                 ds = data.load("fashion_mnist", args.data_dir)
             report[part] = {"epoch": part_epoch, "ops": part_ops, "tflite": part_tflite,
-                            "resnet20": part_resnet20, "keras3": part_keras3}[part](args, ds)
+                            "resnet20": part_resnet20, "keras3": part_keras3,
+                            "early_bird": part_early_bird}[part](args, ds)
         report["seconds"][part] = round(time.perf_counter() - t0, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     print("== acceptance")

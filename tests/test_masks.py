@@ -93,3 +93,21 @@ def test_random_like_keeps_counts():
     m = {"k": np.array([[True, False, True], [False, False, True]])}
     r = masks.random_like(m, np.random.default_rng(0))
     assert r["k"].sum() == 3 and r["k"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_layerwise_selection_is_a_stable_sorts_first_n_ties_and_dead_weights_included(seed):
+    """The linear-time selection keeps exactly what a stable sort of the alive scores keeps: the n highest,
+    ties to the lowest index, never a dead weight (scores from few values, so ties are everywhere)."""
+    rng = np.random.default_rng(seed)
+    score = rng.integers(-3, 4, size=(40, 30)).astype(np.float32) * 0.5
+    if seed % 2:
+        score[rng.random(score.shape) < 0.05] = np.nan  # a diverged run: NaN scores still select n
+    alive = rng.random(score.shape) < 0.7
+    for n in (0, 1, 7, 300, int(alive.sum()) - 1, int(alive.sum())):
+        kept = masks.select_layerwise({"k": score}, {"k": alive}, {"k": n})["k"]
+        flat = np.where(alive, np.nan_to_num(score, nan=-1e30), -np.inf).ravel()  # NaN: the lowest alive
+        expected = np.zeros(flat.size, bool)
+        expected[np.argsort(-flat, kind="stable")[:n]] = True
+        np.testing.assert_array_equal(kept.ravel(), expected)
+        assert kept.sum() == n and not (kept & ~alive).any()
