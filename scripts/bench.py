@@ -8,7 +8,7 @@
     scripts/bench.py --parts early_bird                                # a round with early-bird candidates vs without
 
 Parts (all by default; 8 minutes on 2 quiet cores with W taking 5 of them before W had its fourth side,
-which adds an estimated 1.5 minutes, and resnet20 an estimated 3 more):
+which adds an estimated 1.5 minutes, resnet20 an estimated 3 more and early_bird 1):
 
 w       Work W: LeNet-300-100 on Fashion-MNIST, SGD 0.1, batch 128, a dense round and 3 levels of
         5 epochs, global 20% per level (output layer never pruned), rewind to init, a test pass
@@ -674,7 +674,8 @@ def part_early_bird(args, ds) -> dict:
              "five_distances_ms": ms(lambda: [stopping.mask_distance(old, window[0], alive) for old in window]),
              "validation_pass_ms": ms(lambda: ticket.model.evaluate(val, verbose=0), 5),
              "test_pass_ms": ms(lambda: ticket.model.evaluate(test, verbose=0), 5)}
-    out = {"images": len(ds.x_train), "batch": batch, "eval_every": every, "points_per_epoch": len(ds.x_train) // batch // every,
+    out = {"images": len(ds.x_train), "batch": batch, "eval_every": every,
+           "points_per_epoch": len(ds.x_train) // batch // every,
            "times_s": times, "early_bird_s": median(times["early-bird"]), "without_s": median(times["without"]),
            "ratio": round(median(ratios), 3), **costs}
     point_s = (costs["draw_masks_ms_in_fit"] + costs["five_distances_ms"]) / 1000
@@ -682,9 +683,9 @@ def part_early_bird(args, ds) -> dict:
     print(table([("side", "s/epoch (median)", "points/epoch"),
                  ("early-bird on (window 5)", f"{out['early_bird_s']:.2f}", out["points_per_epoch"]),
                  ("early-bird off", f"{out['without_s']:.2f}", out["points_per_epoch"])]))
-    print(f"ratio {out['ratio']:.3f}; candidates {out['candidate_share_of_epoch']:.1%} of an epoch; one point: draw_masks {costs['draw_masks_ms_in_fit']} ms (median in fit), 5 "
-          f"distances {costs['five_distances_ms']} ms, validation pass {costs['validation_pass_ms']} ms, test pass "
-          f"{costs['test_pass_ms']} ms")
+    print(f"ratio {out['ratio']:.3f}; candidates {out['candidate_share_of_epoch']:.1%} of an epoch; one point: "
+          f"draw_masks {costs['draw_masks_ms_in_fit']} ms (median in fit), 5 distances {costs['five_distances_ms']} ms, "
+          f"validation pass {costs['validation_pass_ms']} ms, test pass {costs['test_pass_ms']} ms")
     return out
 
 

@@ -188,3 +188,23 @@ def test_a_callback_reused_for_the_next_round_starts_a_fresh_early_bird_window(m
         ticket.model.fit(x, y, batch_size=60, epochs=2, shuffle=False, verbose=0, callbacks=[callback])
     for entry in ticket.history:  # 4 points a round, the first compared with nothing
         assert [p["iteration"] for p in entry["mask_distance"]] == [10, 15, 20], entry["round"]
+
+
+def test_a_folder_written_before_the_tail_existed_resumes_with_its_own_rule(tmp_path):
+    """Such a folder let every round but the last stop: resuming it with the default tail would change the
+    rule half-way, so it is refused in one line naming full_tail; --full-tail 0 resumes it. Without stop
+    rules the tail changes nothing and the folder is taken as it is."""
+    def old_folder(name, **options):
+        config = Experiment(ExperimentConfig.from_dict({**OPTIONS, **options}), tmp_path / name, verbose=0).config
+        saved = config.to_dict()
+        del saved["training"]["full_tail"]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(saved))
+
+    old_folder("early_bird")
+    with pytest.raises(TfLthError, match=r"another config \(training\.full_tail: 0 -> 2\)"):
+        Experiment(ExperimentConfig.from_dict({**OPTIONS, "full_tail": 2}), tmp_path / "early_bird", verbose=0).claim_folder()
+    Experiment(ExperimentConfig.from_dict(OPTIONS), tmp_path / "early_bird", verbose=0).claim_folder()  # tail 0
+    old_folder("plain", early_bird=None)
+    Experiment(ExperimentConfig.from_dict({**OPTIONS, "early_bird": None, "full_tail": 2}), tmp_path / "plain",
+               verbose=0).claim_folder()

@@ -113,7 +113,7 @@ def read_experiment(run_dir: Path) -> tuple[ExperimentConfig, list[dict]]:
         raise TfLthError(f"{run_dir} is not an experiment folder (no {', '.join(missing)}): "
                          "give the output folder of a `tf-lth run`")
     try:
-        cfg = ExperimentConfig.from_dict(read_json(run_dir / "config.json")).resolved()
+        cfg = ExperimentConfig.from_folder(read_json(run_dir / "config.json")).resolved()
     except (TfLthError, TypeError) as e:
         raise TfLthError(f"{run_dir / 'config.json'} holds no config of this version ({e})") from None
     return cfg, read_json(run_dir / "results.json")["rounds"]

@@ -262,6 +262,15 @@ class ExperimentConfig:
             parts["ticket"].setdefault(key, value)  # the model's recipe (scope, rewind, ...) unless given
         return cls(**options, ticket=TicketConfig.from_dict(parts["ticket"]), training=TrainingConfig(**parts["training"]))
 
+    @classmethod
+    def from_folder(cls, d: dict) -> "ExperimentConfig":
+        """A run folder's config.json: :meth:`from_dict`, except that a folder written before ``full_tail``
+        existed, with a stop rule on, let its last rounds stop too (tail 0), so resuming it says so."""
+        tr = d.get("training")
+        if isinstance(tr, dict) and "full_tail" not in tr and (tr.get("early_bird") is not None or tr.get("patience")):
+            d = {**d, "training": {**tr, "full_tail": 0}}
+        return cls.from_dict(d)
+
     def resolved(self) -> "ExperimentConfig":
         """This config with every ``None`` that the model's recipe decides filled in (what config.json
         holds): batch size, optimizer, learning rate and schedule, epochs, rates, ...; the ticket's

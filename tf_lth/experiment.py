@@ -51,7 +51,7 @@ class Experiment:
         mine = flatten(self.config.to_dict())
         if path.exists():
             try:  # resolved again, so that a folder written before the config was nested compares too
-                theirs = flatten(ExperimentConfig.from_dict(read_json(path)).resolved().to_dict())
+                theirs = flatten(ExperimentConfig.from_folder(read_json(path)).resolved().to_dict())
             except (TfLthError, TypeError) as e:
                 raise TfLthError(f"{path} holds no config of this version ({e}): use another --output or delete it") from None
             differ = [k for k in sorted(set(mine) | set(theirs))
