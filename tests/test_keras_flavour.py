@@ -11,6 +11,14 @@ from tf_lth.keras2 import require_tf_keras_model
 from tf_lth.errors import TfLthError
 
 
+def fresh_python(code: str) -> str:
+    """The output of ``code`` run by a fresh Python without ``TF_USE_LEGACY_KERAS`` (a user's shell)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def test_keras_is_tf_keras():
     import tf_keras
 
@@ -21,15 +29,13 @@ def test_keras_is_tf_keras():
 def test_importing_tf_lth_makes_tf_keras_the_keras_tf_mot_prunes():
     # a fresh process without the flag: after `import tf_lth`, TensorFlow's own `tf.keras` is Keras 2
     # and TF-MOT wraps a model built with it (a Keras 3 model there is refused with a ValueError)
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     code = ("import tf_lth; import tensorflow as tf; import tensorflow_model_optimization as tfmot\n"
             "model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])\n"
             "pruned = tfmot.sparsity.keras.prune_low_magnitude(model)\n"
             "print(type(model).__module__, type(pruned.layers[0]).__name__)")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    module, wrapper = result.stdout.split()[-2:]
-    assert module.startswith("tf_keras.") and wrapper == "PruneLowMagnitude", result.stdout
+    out = fresh_python(code)
+    module, wrapper = out.split()[-2:]
+    assert module.startswith("tf_keras.") and wrapper == "PruneLowMagnitude", out
 
 
 def test_keras3_model_is_refused_in_one_line():
@@ -53,12 +59,10 @@ def test_non_model_is_refused():
 
 
 def test_tf_keras_even_when_tensorflow_is_imported_first():
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     code = ("import tensorflow as tf; import tf_lth; from tf_lth import keras; "
             "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); print(type(m).__module__)")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("tf_keras."), result.stdout
+    out = fresh_python(code)
+    assert out.strip().splitlines()[-1].startswith("tf_keras."), out
 
 
 def test_no_native_noise_on_import_and_first_op():
@@ -88,11 +92,9 @@ def test_both_flavours_train_in_one_process():
 
 
 def test_the_keras3_path_loads_no_tf_keras_and_sets_no_flag():
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     code = ("import os, sys, keras, tf_lth; from tf_lth import LotteryTicket, keras3, masked3, callbacks3\n"
             "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); LotteryTicket(m).next_round()\n"
             "print([n for n in ('tf_keras', 'tensorflow_model_optimization', 'tf_lth.keras2') if n in sys.modules],"
             " os.environ.get('TF_USE_LEGACY_KERAS'))")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[] None", result.stdout
+    out = fresh_python(code)
+    assert out.strip().splitlines()[-1] == "[] None", out

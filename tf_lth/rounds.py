@@ -119,9 +119,8 @@ class RoundLogic:
         super().on_train_begin(logs)
         check_marks(self)
         self.ticket.start_training(fresh=self.progress.start is None)
-        if self.progress.start is None:  # a fresh round: no early-bird candidates carried over from another
+        if self.progress.start is None:
             self.progress.start = self._step()
-            self.candidates = []
         if self.ticket.needs_thetak() and self.ticket.rewind.iteration == 0:
             self.ticket.record_thetak()
 
@@ -187,7 +186,7 @@ class RoundLogic:
             last = self.curve[-1] if self.curve and self.curve[-1]["iteration"] == steps else None
             metrics["test_accuracy"] = last["test_accuracy"] if last else accuracy(model, self.test_data)
         self.ticket.finish_round(metrics, self.curve, int(model.optimizer.iterations.numpy()))
-        self.progress = RoundProgress()  # ready for the next round if reused
+        self.progress, self.candidates = RoundProgress(), []  # ready for the next round if reused
 
 
 def check_marks(callback: RoundLogic) -> None:
