@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/python scripts/run_lth.py
+	@echo "tf-lth is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to have the tf-lth command on your PATH"
 
 # Two processes, each file's tests in one of them (its module fixtures built once): ~9.5 min on 2
 # cores against ~12 min in one process. TESTFLAGS= runs it in one process.

@@ -4,7 +4,7 @@
 
     scripts/bench_export.py [--model lenet_300_100] [--sparsity 0.5 0.8 0.9 0.95] [--out FILE.json]
     scripts/bench_export.py --quantized [--models lenet_300_100 conv2] [--dataset fashion_mnist]
-                            [--sparsity 0.9] [--steps DENSE TICKET]
+                            [--sparsity 0.9] [--steps DENSE TICKET] [--optimize-for latency|size]
 
 Each ticket of the sweep is the model pruned in one round to the given sparsity in every layer
 (untrained: bytes and latency do not depend on the weight values), exported with
@@ -15,11 +15,12 @@ divided by the format's time.
 ``--quantized`` needs accuracies, so its tickets are trained (:func:`trained_ticket`): the dense
 network for a number of steps (:data:`QUANTIZED_STEPS`, the model's recipe otherwise), pruned by
 magnitude to ``--sparsity`` in one round, rewound to θ0 and trained as long again; then exported as
-fp32 sparse, dynamic-range int8, int8_full and int8_qat (float I/O) with the test split scored.
-Its latency column compares each format at batch 1 with the dense fp32 file under the default op
-resolver (XNNPACK), what an app gets without asking; the int8 formats run without it (XNNPACK cannot
-prepare int8 + sparse files). One more row, "int8_full dense": the same full-integer conversion with
-the weights stored dense, which XNNPACK does run (timed in its own round beside dense fp32).
+fp32, dynamic-range int8, int8_full and int8_qat (float I/O) with the test split scored. Each file is
+stored sparse or dense as ``--optimize-for`` chooses (latency by default, measured in the export); the
+table gives the chosen storage, its bytes, accuracy and batch-1 latency against the dense fp32 file
+under the default op resolver (XNNPACK, what an app gets without asking), and the other storage's
+bytes, latency and check beside it (both figures are in each ticket.json's ``storage_choice``). The
+sweep (without ``--quantized``) stores every file as ``--optimize-for size`` would: sparse.
 """
 import argparse
 import sys
@@ -42,7 +43,7 @@ QUANTIZED = ("tflite", "int8", "int8_full", "int8_qat")
 QUANTIZED_STEPS = {"lenet_300_100": (1834, 1834), "conv2": (300, 300)}
 
 
-def ticket_json(model: str, sparsity: float, block_size, formats) -> dict:
+def ticket_json(model: str, sparsity: float, block_size, formats, optimize_for: str = "size") -> dict:
     """export_ticket's report of ``model`` pruned one-shot to ``sparsity`` in every layer (every kind
     its recipe prunes: a rate for a kind the model lacks is an error). Untrained: its initial
     weights serve as both θ0 and θ_final (the criterion only needs some magnitudes)."""
@@ -52,7 +53,8 @@ def ticket_json(model: str, sparsity: float, block_size, formats) -> dict:
     ticket = LotteryTicket.one_shot(net, weights, weights, block_size=block_size,
                                     rates={kind: sparsity for kind in models.spec(model).rates})
     with tempfile.TemporaryDirectory() as tmp:
-        return export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, formats=formats)
+        return export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, formats=formats,
+                                    optimize_for=optimize_for, verbose=0)
 
 
 def trained_ticket(model: str, dataset, sparsity: float, steps: tuple[int, int]) -> tuple[LotteryTicket, float]:
@@ -73,51 +75,45 @@ def trained_ticket(model: str, dataset, sparsity: float, steps: tuple[int, int])
     return ticket, round(float(dense_accuracy), 4)
 
 
-def int8_dense_storage(saved_model: Path, dataset) -> dict:
-    """int8_full of the SavedModel with its weights stored dense: bytes, test accuracy, batch-1
-    latency under the resolver that loads it, and speed-up over dense fp32 timed in the same round."""
-    model = tflite.convert(saved_model, "int8_full", quantize.representative_set(dataset, quantize.Options()),
-                           sparse=False)
-    interpreter, resolver = tflite.open_tflite(model)
-    x, y = dataset.arrays("test")
-    accuracy = float((tflite.run_tflite(interpreter, x).argmax(-1) == y).mean())
-    latency = tflite.benchmark({"fp32": (tflite.convert(saved_model, "dense"), "AUTO"), "int8": (model, resolver)},
-                               x.shape[1:])
-    return {"bytes": len(model), "test_accuracy": round(accuracy, 6), "resolver": resolver,
-            "latency_us": latency["int8"], "dense_fp32_latency_us": latency["fp32"],
-            "speedup_vs_dense": round(latency["fp32"]["batch1"] / latency["int8"]["batch1"], 3)}
+def other_storage(r: dict) -> tuple[str, str, str]:
+    """The storage a format did not choose: its bytes, batch-1 latency and check (or why it was not made)."""
+    chosen = r["storage"]
+    other = next((k for k in ("sparse", "dense") if k != chosen and k in r["storage_choice"]), None)
+    if other is None:
+        return "-", "-", "the converter stores it dense"
+    o = r["storage_choice"][other]
+    latency = f"{o['latency_us']['batch1']:.1f}" if "latency_us" in o else "-"
+    return f"{other} {o['bytes']:,}" if "bytes" in o else other, latency, o["check"][:60]
 
 
 def quantized(args) -> int:
-    """The ``--quantized`` table: every TFLite format of trained tickets, bytes, accuracy, latency."""
+    """The ``--quantized`` table: every TFLite format of trained tickets, each stored as ``--optimize-for``
+    chooses (sparse or dense), against the other storage: bytes, accuracy, latency."""
     dataset, results, rows = data.load(args.dataset), [], []
     for model in args.models:
         steps = tuple(args.steps or QUANTIZED_STEPS.get(model, (1000, 1000)))
         ticket, dense_accuracy = trained_ticket(model, dataset, args.sparsity[0], steps)
         with tempfile.TemporaryDirectory() as tmp:
             info = export.export_ticket(ticket.model, Path(tmp) / "export", name=model, round=1, dataset=dataset,
-                                        formats=("saved_model", *QUANTIZED))
-            stored_dense = int8_dense_storage(Path(tmp) / "export" / "saved_model", dataset)
-        results.append({"model": model, "steps": steps, "dense_test_accuracy": dense_accuracy, "ticket": info,
-                        "int8_full_dense_storage": stored_dense})
+                                        formats=("saved_model", *QUANTIZED), optimize_for=args.optimize_for, verbose=0)
+        results.append({"model": model, "steps": steps, "dense_test_accuracy": dense_accuracy, "ticket": info})
         dense = info["dense"]
         base = dense["latency_us"]["AUTO"]["batch1"]
-        rows.append((model, "dense fp32", f"{dense['bytes']:,}", "1.000", f"{dense_accuracy:.4f}", f"{base:.1f}",
-                     "1.00", "AUTO"))
+        rows.append((model, "dense fp32", "dense", f"{dense['bytes']:,}", "1.000", f"{dense_accuracy:.4f}",
+                     f"{base:.1f}", "1.00", "AUTO", "", "", ""))
         for kind in QUANTIZED:
             r = info["formats"][kind]
-            rows.append((model, kind, f"{r['bytes']:,}", f"{r['bytes_vs_dense']:.3f}", f"{r['test_accuracy']:.4f}",
-                         f"{r['latency_us']['batch1']:.1f}", f"{base / r['latency_us']['batch1']:.2f}", r["resolver"]))
-        r = stored_dense
-        rows.append((model, "int8_full dense", f"{r['bytes']:,}", f"{r['bytes'] / dense['bytes']:.3f}",
-                     f"{r['test_accuracy']:.4f}", f"{r['latency_us']['batch1']:.1f}", f"{r['speedup_vs_dense']:.2f}",
-                     r["resolver"]))
+            rows.append((model, kind, r["storage"], f"{r['bytes']:,}", f"{r['bytes_vs_dense']:.3f}",
+                         f"{r['test_accuracy']:.4f}", f"{r['latency_us']['batch1']:.1f}",
+                         f"{base / r['latency_us']['batch1']:.2f}", r["resolver"], *other_storage(r)))
         print(export.summary(info))
-    print(f"{args.dataset}, {100 * args.sparsity[0]:.0f}% sparse tickets; dense fp32 accuracy: the dense network "
-          "before pruning (Keras); latency: batch 1, one thread")
-    print(export.format_table([("model", "format", "bytes", "x dense", "test acc", "us b1", "x faster than dense fp32",
-                                "resolver"), *rows]))
-    write_json(args.out, {"dataset": args.dataset, "sparsity": args.sparsity[0], "results": results})
+    print(f"{args.dataset}, {100 * args.sparsity[0]:.0f}% sparse tickets, storage chosen for {args.optimize_for}; "
+          "dense fp32 accuracy: the dense network before pruning (Keras); latency: batch 1, one thread")
+    print(export.format_table([("model", "format", "storage", "bytes", "x dense", "test acc", "us b1",
+                                "x faster than dense fp32", "resolver", "other storage: bytes", "us b1", "its check"),
+                               *rows]))
+    write_json(args.out, {"dataset": args.dataset, "sparsity": args.sparsity[0], "optimize_for": args.optimize_for,
+                          "results": results})
     print(f"wrote {args.out}")
     return 0
 
@@ -134,6 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="fashion_mnist", choices=data.DATASETS.names())
     parser.add_argument("--steps", type=int, nargs=2, metavar=("DENSE", "TICKET"), help="training steps before and "
                         "after pruning (default: QUANTIZED_STEPS)")
+    parser.add_argument("--optimize-for", choices=("latency", "size"), default="latency",
+                        help="how each file's storage is chosen (default: %(default)s)")
     args = parser.parse_args(argv)
     args.out = args.out or f"saved_models/bench_{'quantized' if args.quantized else 'export'}.json"
     if args.quantized:

@@ -81,7 +81,8 @@ def test_help(capsys):
 
 def test_help_lists_the_commands(capsys):
     assert cli.main(["--help"]) == 0
-    assert re.findall(r"^    (\w+)  ", capsys.readouterr().out, re.M) == ["run", "branch", "compare", "export", "train"]
+    assert re.findall(r"^    (\w+)  ", capsys.readouterr().out, re.M) == ["run", "branch", "compare", "export", "predict",
+                                                                                "train"]
 
 
 def test_each_command_runs_its_own_handler(tmp_path, capsys):
@@ -93,7 +94,7 @@ def test_each_command_runs_its_own_handler(tmp_path, capsys):
     out = tmp_path / "exported"
     assert cli.main(["export", str(tmp_path / "run"), "--out", str(out), "--formats", "saved_model",
                      "--no-benchmark"]) == 0
-    assert capsys.readouterr().out.endswith(f"exported to {out}\n")
+    assert capsys.readouterr().out.endswith(f"exported to {out}/\n")
     written = json.loads((out / "ticket.json").read_text())
     assert written["round"] == 1 and written["layers"]["fc1/kernel"]["sparsity"] == pytest.approx(0.5, abs=1e-5)
     assert sorted(p.name for p in out.iterdir()) == ["saved_model", "ticket.json"]

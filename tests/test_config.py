@@ -99,6 +99,7 @@ def test_a_folder_with_the_flat_config_of_earlier_versions_is_the_same_experimen
             "optimizer": None, "learning_rate": None, "momentum": 0.0, "validation": None, "eval_every": None,
             "export": ["saved_model", "tflite", "int8"], "jit_compile": None, "steps_per_execution": None}
     (tmp_path / "config.json").write_text(json.dumps(flat))
+    (tmp_path / "ticket.json").write_text("{}")  # a started experiment (a bare config.json is a failed start)
     Experiment(ExperimentConfig(), tmp_path).claim_folder()  # resumes
     with pytest.raises(TfLthError, match="another config .*rounds: 10 -> 3"):
         Experiment(ExperimentConfig(rounds=3), tmp_path).claim_folder()

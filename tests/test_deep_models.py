@@ -206,14 +206,17 @@ def test_resnet20_global_pruning_keeps_080_per_round_and_spares_output(resnet_ro
 def test_resnet20_export_parity(resnet_rounds, fashion32, tmp_path):
     ticket, _ = resnet_rounds
     info = export.export_ticket(ticket.model, tmp_path / "resnet20", name="resnet20", round=ROUNDS,
-                                dataset=fashion32, formats=("saved_model", "tflite", "int8"), benchmark=False)
+                                dataset=fashion32, formats=("saved_model", "tflite", "int8"), benchmark=False,
+                                optimize_for="size")
     x, _ = fashion32.arrays("test")
     logits = ticket.model.predict(x, verbose=0)
     scale = max(1.0, float(np.abs(logits).max()))
     assert np.abs(tflite_logits(tmp_path / "resnet20", "tflite", info, x) - logits).max() <= 1e-5 * scale
     int8 = tflite_logits(tmp_path / "resnet20", "int8", info, x)
     assert np.mean(int8.argmax(1) == logits.argmax(1)) >= 0.99
-    assert info["formats"]["tflite"]["sparse"] and info["formats"]["int8"]["sparse"]
+    assert info["formats"]["tflite"]["sparse"]  # at 64% of the weights int8 is smaller stored dense: so it is
+    int8 = info["formats"]["int8"]
+    assert int8["bytes"] == min(o["bytes"] for o in int8["storage_choice"].values() if isinstance(o, dict))
     loaded = keras.models.load_model(tmp_path / "resnet20" / "saved_model", compile=False)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), logits, rtol=0, atol=1e-5 * scale)
     for key, mask in ticket.masks.items():
@@ -252,7 +255,7 @@ def test_vgg16_export_parity(vgg_rounds, fashion32, tmp_path):
     ticket, _ = vgg_rounds
     out = tmp_path / "vgg16"
     info = export.export_ticket(ticket.model, out, name="vgg16", round=ROUNDS, dataset=fashion32,
-                                formats=("tflite",), benchmark=False)
+                                formats=("tflite",), benchmark=False, optimize_for="size")
     xt = fashion32.arrays("test")[0][:256]
     logits = ticket.model.predict(xt, verbose=0)
     scale = max(1.0, float(np.abs(logits).max()))

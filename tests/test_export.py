@@ -19,7 +19,7 @@ import pytest
 import tf_lth
 from tf_lth import cli, export, keras, tflite
 from tf_lth.config import EXPORT_FORMATS
-from tf_lth.errors import TfLthError
+from tf_lth.errors import TfLthError, TfLthWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 INT8_TOLERANCE = 0.1
@@ -53,7 +53,7 @@ def ticket90(mnist5k):
 @pytest.fixture(scope="module")
 def exported(ticket90, mnist5k, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "lenet" / "round_1"
-    info = export.export_ticket(ticket90.model, path, name="lenet", round=1, dataset=mnist5k)
+    info = export.export_ticket(ticket90.model, path, name="lenet", round=1, dataset=mnist5k, optimize_for="size")
     return path, info
 
 
@@ -72,7 +72,7 @@ def test_fp32_tflite_matches_keras(exported, ticket90, mnist5k):
     x, _ = mnist5k.arrays("test")
     diff = np.abs(tflite_logits(path, "tflite", info, x) - ticket90.model.predict(x, verbose=0))
     assert diff.max() <= 1e-5
-    assert info["formats"]["tflite"]["max_abs_logit_diff"] <= 1e-5
+    assert info["formats"]["tflite"]["max_abs_output_diff"] <= 1e-5
     assert info["check"] == {"source": "mnist5k test[:256]", "examples": 256}
 
 
@@ -121,6 +121,11 @@ def test_sizes_at_90_percent_sparsity(exported):
     assert int8["bytes"] <= 0.09 * info["dense"]["bytes"]
     assert tflite["sparse"] and int8["sparse"] and not info["dense"]["sparse"]
     assert "DENSIFY" in tflite["ops"]  # unstructured sparsity: stored compressed, densified to compute
+    for kind in ("tflite", "int8"):  # optimize_for="size": the smaller storage, both recorded
+        choice = info["formats"][kind]["storage_choice"]
+        assert info["formats"][kind]["storage"] == "sparse" and choice["rule"] == "size"
+        assert choice["sparse"]["bytes"] == info["formats"][kind]["bytes"] < choice["dense"]["bytes"]
+        assert choice["sparse"]["check"] == choice["dense"]["check"] == "passed"
 
 
 def test_sparse_check_is_false_on_a_dense_file(exported, tmp_path):
@@ -145,11 +150,14 @@ def test_ticket_json_records_resolvers_ops_and_latency(exported):
         dense = info["dense"]["latency_us"][report["resolver"]]["batch1"]
         assert report["speedup_vs_dense"]["batch1"] == pytest.approx(dense / report["latency_us"]["batch1"], rel=1e-2)
     assert info["formats"]["tflite"]["test_accuracy"] == pytest.approx(info["keras_test_accuracy"], abs=0.002)
-    assert "dense fp32 with AUTO" in export.summary(info)
+    assert "dense fp32   (reference)" in export.summary(info)
     tflite_limit, int8_limit = info["formats"]["tflite"]["tolerance"], info["formats"]["int8"]["tolerance"]
-    assert (tflite_limit["logit_relative"], tflite_limit["argmax_agreement"]) == (1e-5, 1.0)
-    assert (int8_limit["logit_relative"], int8_limit["argmax_agreement"]) == (0.05, 0.99)
-    assert tflite_limit["max_abs_logit_diff"] > 1e-5  # relative to this trained net's logits, larger than 1
+    assert (tflite_limit["relative"], tflite_limit["argmax_agreement"], tflite_limit["output_diff_checked"]) == (
+        1e-5, 1.0, True)
+    assert (int8_limit["relative"], int8_limit["argmax_agreement"], int8_limit["output_diff_checked"]) == (
+        0.05, 0.99, False)
+    assert info["output"]["name"] == "logits" and info["input"]["scale"] == "unit" and info["input"]["range"] == [0, 1]
+    assert tflite_limit["max_abs_output_diff"] > 1e-5  # relative to this trained net's logits, larger than 1
 
 
 def test_block_1x4_ticket_is_read_sparse_without_densify(tmp_path):
@@ -159,20 +167,23 @@ def test_block_1x4_ticket_is_read_sparse_without_densify(tmp_path):
     assert sorted(os.listdir(tmp_path / "blocks")) == ["ticket.json", "ticket.tflite", "ticket_int8.tflite"]
     fp32, int8 = info["formats"]["tflite"], info["formats"]["int8"]
     assert fp32["sparse"] and "FULLY_CONNECTED" in fp32["ops"] and "DENSIFY" not in fp32["ops"], fp32["ops"]
-    assert fp32["max_abs_logit_diff"] <= 1e-5
-    assert int8["sparse"] and int8["max_abs_logit_diff"] <= INT8_TOLERANCE  # XNNPACK's inf/NaN here is caught
+    assert fp32["max_abs_output_diff"] <= 1e-5
+    assert int8["sparse"] and int8["max_abs_output_diff"] <= INT8_TOLERANCE  # XNNPACK's inf/NaN here is caught
     # untrained: its logits (max 0.07) are near-ties that int8 swaps on ~2% of the uniform batch
     assert int8["argmax_agreement_beyond_ties"] == 1.0
 
 
-def test_fp16_in_1x4_blocks_is_refused(tmp_path):
-    # TFLite computes NaN from fp16 weights stored in 1x4 blocks under every resolver: never ship that
+def test_fp16_in_1x4_blocks_is_stored_dense(tmp_path):
+    # TFLite computes NaN from fp16 weights stored in 1x4 blocks under every resolver: that storage is never
+    # shipped; stored dense the file is right, so that is what is written, and ticket.json says why
     ticket = lenet_ticket(2, block_size=(4, 1), rates={"dense": RATE_95, "output": RATE_95})
-    with pytest.raises(TfLthError) as refused:
-        export.export_ticket(ticket.model, tmp_path / "fp16", formats=(), fp16=True, benchmark=False)
-    message = str(refused.value)
-    assert "cannot run the fp16 file" in message and "export without fp16" in message and "\n" not in message
-    assert not (tmp_path / "fp16").exists() and os.listdir(tmp_path) == []
+    info = export.export_ticket(ticket.model, tmp_path / "fp16", formats=(), fp16=True, benchmark=False)
+    fp16 = info["formats"]["fp16"]
+    assert fp16["storage"] == "dense" and not fp16["sparse"] and "failed" not in info
+    problem = fp16["storage_choice"]["sparse"]["check"]
+    assert "cannot run the fp16 file" in problem and "\n" not in problem
+    assert fp16["storage_choice"]["dense"]["check"] == "passed"
+    assert sorted(os.listdir(tmp_path / "fp16")) == ["ticket.json", "ticket_fp16.tflite"]
 
 
 def test_fp16_of_an_unstructured_ticket_is_exported(ticket90, mnist5k, tmp_path):
@@ -205,32 +216,32 @@ def flip(keras_logits, tflite_logits, rows, margin, shift):
 
 def test_verify_fails_past_each_tolerance():
     keras_logits = made_up_logits()
-    tflite.verify("tflite", tflite.compare_logits("tflite", keras_logits + 0.9e-5 * 10, keras_logits))
-    report = tflite.compare_logits("tflite", keras_logits + 1.1e-5 * 10, keras_logits)
+    tflite.verify("tflite", tflite.compare_outputs("tflite", keras_logits + 0.9e-5 * 10, keras_logits))
+    report = tflite.compare_outputs("tflite", keras_logits + 1.1e-5 * 10, keras_logits)
     with pytest.raises(TfLthError, match=r"the tflite TFLite file differs from Keras by .* over its tolerance"):
         tflite.verify("tflite", report)
     for kind in ("fp16", "int8"):  # quantized files are judged by their argmax: a uniform shift keeps it
-        tflite.verify(kind, tflite.compare_logits(kind, keras_logits + 1.0, keras_logits))
+        tflite.verify(kind, tflite.compare_outputs(kind, keras_logits + 1.0, keras_logits))
     # int8 (limit 0.5 here): argmaxes flipped where Keras' margin (0.75) exceeds the limit: 2 of 256 pass, 3 fail
     keras_logits, int8 = made_up_logits(), made_up_logits()
     flip(keras_logits, int8, [0, 1], margin=0.75, shift=0.4)
     flip(keras_logits, int8, list(range(10, 30)), margin=0.25, shift=0.2)  # near-ties: never counted
-    report = tflite.compare_logits("int8", int8, keras_logits)
+    report = tflite.compare_outputs("int8", int8, keras_logits)
     assert (report["argmax_agreement"], report["argmax_ties"], report["argmax_agreement_beyond_ties"]) == (
         round(234 / 256, 6), 20, round(254 / 256, 6))
     tflite.verify("int8", report)  # 99.2% >= 99%
     flip(keras_logits, int8, [2], margin=0.75, shift=0.4)
     with pytest.raises(TfLthError) as failed:
-        tflite.verify("int8", tflite.compare_logits("int8", int8, keras_logits), "mnist5k test[:256]")
+        tflite.verify("int8", tflite.compare_outputs("int8", int8, keras_logits), "mnist5k test[:256]")
     assert str(failed.value).startswith("the int8 TFLite file agrees with Keras' argmax on 98.83% of mnist5k "
                                         "test[:256] (near-ties excluded), under its tolerance 99%: int8 "
-                                        "quantization changes this model too much: export without int8")
+                                        "quantization changes this model too much")
     # fp32 tolerates no flip beyond a tie: one (margin 1.5e-4, logits moved 0.8e-4) fails
     keras_logits, fp32 = made_up_logits(), made_up_logits()
     flip(keras_logits, fp32, [5], margin=1.5e-4, shift=0.8e-4)
     with pytest.raises(TfLthError, match=r"tflite TFLite file agrees with Keras' argmax on 99.61% .* 100%"):
-        tflite.verify("tflite", tflite.compare_logits("tflite", fp32, keras_logits))
-    nan = tflite.compare_logits("tflite", np.full_like(keras_logits, np.nan), keras_logits)
+        tflite.verify("tflite", tflite.compare_outputs("tflite", fp32, keras_logits))
+    nan = tflite.compare_outputs("tflite", np.full_like(keras_logits, np.nan), keras_logits)
     with pytest.raises(TfLthError, match="differs from Keras by nan"):
         tflite.verify("tflite", nan)
 
@@ -309,30 +320,49 @@ def folder_bytes(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_export_whose_tflite_file_differs_fails_and_keeps_the_previous_one(run_dir, tmp_path, monkeypatch):
-    ticket = tf_lth.store.load(run_dir)
-    out = tmp_path / "exports" / "round_1"
-    info = export.export_ticket(ticket.model, out, round=1, formats=("saved_model", "tflite"), benchmark=False)
-    before = folder_bytes(tmp_path)
-    assert info["formats"]["tflite"]["max_abs_logit_diff"] <= 1e-5
-
-    wrong = export.stripped(ticket.model)  # the ticket with one weight moved: one output bias + 1e-3
+def wrong_model(ticket, tmp_path, by=1e-3):
+    """A SavedModel of the ticket with one weight moved: one output bias + ``by``."""
+    wrong = export.stripped(ticket.model)
     bias = wrong.get_layer("output").bias
-    bias.assign(bias.numpy() + np.eye(bias.shape[0], dtype=np.float32)[3] * 1e-3)
+    bias.assign(bias.numpy() + np.eye(bias.shape[0], dtype=np.float32)[3] * by)
     wrong.save(str(tmp_path / "wrong"), save_format="tf")
-    real_convert = tflite.convert
-    monkeypatch.setattr(tflite, "convert", lambda saved, kind: real_convert(
-        tmp_path / "wrong" if kind == "tflite" else saved, kind))
-    with pytest.raises(TfLthError) as failed:
-        export.export_ticket(ticket.model, out, round=2, formats=("saved_model", "tflite"), benchmark=False)
-    message = str(failed.value)
-    assert "\n" not in message, message
-    assert re.fullmatch(r"the tflite TFLite file differs from Keras by 0\.001 in a logit on uniform \[0, 1\), seed 0, "
-                        r"over its tolerance 1(\.\d+)?e-05 \(1e-05 x max\(1, max \|logit\|\)\): TFLite computes .* "
-                        r"export without tflite \(formats= / --formats\)", message), message
-    shutil.rmtree(tmp_path / "wrong")
-    assert folder_bytes(tmp_path) == before  # byte for byte
-    assert os.listdir(out.parent) == ["round_1"]  # no temp or moved-aside folder left
+    return tmp_path / "wrong"
+
+
+def test_a_sparse_file_that_differs_is_not_shipped(run_dir, tmp_path, monkeypatch):
+    ticket = tf_lth.store.load(run_dir)
+    wrong, real_convert = wrong_model(ticket, tmp_path), tflite.convert
+    monkeypatch.setattr(tflite, "convert", lambda saved, kind, *args, sparse=True, **kw: real_convert(
+        wrong if kind == "tflite" and sparse else saved, kind, *args, sparse=sparse, **kw))
+    info = export.export_ticket(ticket.model, tmp_path / "out", formats=("tflite",), benchmark=False, optimize_for="size")
+    fp32 = info["formats"]["tflite"]
+    assert fp32["storage"] == "dense" and not fp32["sparse"] and fp32["max_abs_output_diff"] <= 1e-5 and "failed" not in info
+    problem = fp32["storage_choice"]["sparse"]["check"]
+    assert "\n" not in problem and re.fullmatch(
+        r"the tflite TFLite file differs from Keras by 0\.001 in an output on uniform \[0, 1\), seed 0, over its "
+        r"tolerance 1(\.\d+)?e-05 \(1e-05 x max\(1, max \|output\|\)\): TFLite computes .*", problem), problem
+    assert "sparse storage failed its check" in fp32["storage_choice"]["why"]
+    assert "ticket.tflite is stored dense" in export.summary(info)
+
+
+def test_a_format_whose_every_storage_fails_is_left_out_and_the_rest_written(run_dir, tmp_path, monkeypatch):
+    ticket = tf_lth.store.load(run_dir)
+    wrong, real_convert = wrong_model(ticket, tmp_path, by=100.0), tflite.convert  # class 3 everywhere
+    monkeypatch.setattr(tflite, "convert", lambda saved, kind, *args, **kw: real_convert(
+        wrong if kind == "int8" else saved, kind, *args, **kw))
+    with pytest.warns(TfLthWarning, match="int8 left out of the export: stored sparse: the int8 TFLite file"):
+        info = export.export_ticket(ticket.model, tmp_path / "default", benchmark=False)  # the default formats: a warning
+    assert set(info["formats"]) == {"saved_model", "tflite"} and set(info["failed"]) == {"int8"}
+    assert "stored dense: the int8 TFLite file" in info["failed"]["int8"]
+    assert sorted(os.listdir(tmp_path / "default")) == ["saved_model", "ticket.json", "ticket.tflite"]
+    assert json.loads((tmp_path / "default" / "ticket.json").read_text())["failed"] == info["failed"]
+    with pytest.raises(TfLthError, match="written without int8, which failed: stored sparse"):  # named: an error
+        export.export_ticket(ticket.model, tmp_path / "named", formats=("tflite", "int8"), benchmark=False)
+    assert sorted(os.listdir(tmp_path / "named")) == ["ticket.json", "ticket.tflite"]  # the rest is written
+    monkeypatch.setattr(tflite, "convert", lambda *args, **kw: (_ for _ in ()).throw(RuntimeError("converter crashed")))
+    with pytest.warns(TfLthWarning):
+        crashed = export.export_ticket(ticket.model, tmp_path / "crashed", benchmark=False)
+    assert set(crashed["formats"]) == {"saved_model"} and "RuntimeError: converter crashed" in crashed["failed"]["int8"]
 
 
 def test_failed_export_leaves_the_previous_one_intact(run_dir, tmp_path, monkeypatch):
@@ -341,11 +371,11 @@ def test_failed_export_leaves_the_previous_one_intact(run_dir, tmp_path, monkeyp
     export.export_ticket(ticket.model, out, round=1, formats=("saved_model",), benchmark=False)
     before = (out / "ticket.json").read_text()
 
-    def broken(saved_model, kind):
-        raise RuntimeError("converter crashed")
+    def broken(*args, **kwargs):
+        raise RuntimeError("SavedModel writer crashed")
 
-    monkeypatch.setattr(tflite, "convert", broken)
-    with pytest.raises(RuntimeError, match="converter crashed"):
+    monkeypatch.setattr(export, "write_saved_model", broken)  # what every format is made from: nothing can be exported
+    with pytest.raises(RuntimeError, match="SavedModel writer crashed"):
         export.export_ticket(ticket.model, out, round=2, formats=("saved_model", "tflite"), benchmark=False)
     assert (out / "ticket.json").read_text() == before and (out / "saved_model" / "saved_model.pb").exists()
     assert os.listdir(out.parent) == ["round_1"]

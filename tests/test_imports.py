@@ -61,23 +61,16 @@ def test_no_import_cycle_in_the_package():
     assert cycle is None, " -> ".join(cycle)
 
 
-LINES, CLASS_LINES = 250, 150
-# over the limits on purpose, each with its reason in the README's "Layout" (module or class: limit)
-EXCEPTIONS = {"config.py": 290, "export.py": 280, "cli.py": 280, "LotteryTicket": 210, "Experiment": 175}
+LINES, CLASS_LINES = 400, 250  # a guide, not a reason to put code in the wrong place: only monsters fail
 
 
-def test_modules_and_classes_are_small_or_explained():
-    readme = (PACKAGE.parent / "README.md").read_text()
+def test_modules_and_classes_are_not_monsters():
     too_big = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         lines = len(path.read_text().splitlines())
-        if lines > EXCEPTIONS.get(path.name, LINES):
-            too_big.append(f"{path.name}: {lines} lines")
+        if lines > LINES:
+            too_big.append(f"{path.relative_to(PACKAGE)}: {lines} lines")
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef):
-                size = node.end_lineno - node.lineno + 1
-                if size > EXCEPTIONS.get(node.name, CLASS_LINES):
-                    too_big.append(f"{path.name}: class {node.name} {size} lines")
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > CLASS_LINES:
+                too_big.append(f"{path.relative_to(PACKAGE)}: class {node.name} {node.end_lineno - node.lineno + 1} lines")
     assert not too_big, too_big
-    for name in EXCEPTIONS:
-        assert f"`{name}`" in readme, f"README's Layout does not say why {name} is large"

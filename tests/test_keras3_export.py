@@ -24,8 +24,8 @@ ROOT = HERE.parent
 # the fields of a tf_keras export's ticket.json (tf_lth/export.py), and of each TFLite format's entry
 TICKET_FIELDS = {"name", "round", "input", "output", "parameters", "layers", "check", "keras_test_accuracy",
                  "formats", "dense", "benchmark"}
-TFLITE_FIELDS = {"bytes", "gzip_bytes", "bytes_vs_dense", "gzip_vs_dense", "sparse", "ops", "resolver",
-                 "resolver_problems", "max_abs_logit_diff", "argmax_agreement", "argmax_ties",
+TFLITE_FIELDS = {"path", "storage", "storage_choice", "bytes", "gzip_bytes", "bytes_vs_dense", "gzip_vs_dense", "sparse", "ops", "resolver",
+                 "resolver_problems", "max_abs_output_diff", "argmax_agreement", "argmax_ties",
                  "argmax_agreement_beyond_ties", "tolerance", "test_accuracy", "latency_us", "speedup_vs_dense"}
 
 
@@ -136,7 +136,8 @@ def export_one(name, path, xt, yt):
     if name == "subclassed":
         model(xt[:1])
     ticket = pruned_ticket(model)
-    info = export.export_ticket(ticket.model, path, name=name, round=2, dataset=(xt, yt), benchmark=name == "functional")
+    info = export.export_ticket(ticket.model, path, name=name, round=2, dataset=(xt, yt), benchmark=name == "functional",
+                                optimize_for="size")
     return ticket, path, info
 
 
@@ -168,7 +169,7 @@ def test_keras_file_loads_plain_with_the_ticket_zeros_and_logits(name, exported,
         assert 0.1 < mask.mean() < 0.6, key  # two rounds at rate 0.5 (the output layer at half the rate)
     want = np.asarray(ticket.model(xt[:64], training=False))
     assert np.abs(np.array(loaded["logits"]) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
-    assert info["check"]["keras_file_max_abs_logit_diff"] <= 1e-5
+    assert info["check"]["keras_file_max_abs_output_diff"] <= 1e-5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -197,7 +198,8 @@ def test_ticket_json_has_the_tf_keras_fields(name, exported):
     assert set(info["formats"]) == {"keras", "saved_model", "tflite", "int8"}
     for kind in ("tflite", "int8"):
         assert set(info["formats"][kind]) == TFLITE_FIELDS - (set() if benchmarked else {"latency_us", "speedup_vs_dense"})
-    assert info["input"] == {"name": "image", "shape": [None, 8, 8, 1], "dtype": "float32"}
+    assert {k: info["input"][k] for k in ("name", "shape", "dtype", "scale", "range")} == {
+        "name": "image", "shape": [None, 8, 8, 1], "dtype": "float32", "scale": "unit", "range": [0, 1]}
     assert info["output"] == {"name": "logits", "shape": [None, 10]}
     assert info["parameters"]["sparsity"] > 0.5
     assert sorted(p.name for p in path.iterdir()) == ["saved_model", "ticket.json", "ticket.keras", "ticket.tflite",
@@ -245,7 +247,7 @@ def test_jax_ticket_exports_through_a_tensorflow_child(jax_run, exported):
     assert set(bare["formats"]) == {"keras"} and "\n" not in bare["tensorflow"] and "TensorFlow" in bare["tensorflow"]
     assert set(bare) == TICKET_FIELDS - {"dense", "benchmark"} | {"tensorflow"}
     jax_info, jax_logits = out["info"], np.array(out["logits"])
-    assert jax_info["check"]["tensorflow_backend_max_abs_logit_diff"] <= 1e-5
+    assert jax_info["check"]["tensorflow_backend_max_abs_output_diff"] <= 1e-5
     _, _, xt, _ = digits()
     interpreter, _ = tflite.open_tflite(tmp_path / "jax" / "ticket.tflite", jax_info["formats"]["tflite"]["resolver"])
     scale = max(1.0, np.abs(jax_logits).max())
@@ -276,5 +278,5 @@ def test_a_mixed_float16_ticket_exports_a_float32_model(tmp_path):
     kernel = np.asarray(net.get_layer("fc1").kernel.numpy())
     assert np.array_equal(kernel == 0, ~ticket.masks["fc1/kernel"])
     ticket_logits = np.asarray(ticket.model(xt, training=False), np.float32)
-    assert 0 < info["check"]["keras_file_max_abs_logit_diff"] <= 2e-2 * np.abs(ticket_logits).max()  # float16 vs 32
-    assert info["formats"]["tflite"]["max_abs_logit_diff"] <= 1e-5 * max(1.0, np.abs(ticket_logits).max())
+    assert 0 < info["check"]["keras_file_max_abs_output_diff"] <= 2e-2 * np.abs(ticket_logits).max()  # float16 vs 32
+    assert info["formats"]["tflite"]["max_abs_output_diff"] <= 1e-5 * max(1.0, np.abs(ticket_logits).max())

@@ -200,6 +200,7 @@ def test_a_folder_written_before_the_tail_existed_resumes_with_its_own_rule(tmp_
         del saved["training"]["full_tail"]
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(saved))
+        (tmp_path / name / "ticket.json").write_text("{}")  # started (a bare config.json is a failed start)
 
     old_folder("early_bird")
     with pytest.raises(TfLthError, match=r"another config \(training\.full_tail: 0 -> 2\)"):

@@ -1,4 +1,4 @@
-"""tf-lth: find lottery tickets in tf_keras models with TF-MOT and ship them as sparse models.
+"""tf-lth: find lottery tickets in Keras models (tf_keras with TF-MOT, or Keras 3) and ship them as small models.
 
 The names below load on first use (PEP 562), so that ``import tf_lth`` and the command line's
 ``--help`` do not wait for TensorFlow; ``from tf_lth import LotteryTicket`` works as usual.
@@ -32,6 +32,7 @@ _LAZY = {
     "CONTROLS": ("tf_lth.controls", "CONTROLS"),
     "export_ticket": ("tf_lth.export", "export_ticket"),
     "save_ticket": ("tf_lth.store", "save"),
+    "load_arrays": ("tf_lth.user_data", "load_arrays"),
     "load_ticket": ("tf_lth.store", "load"),
 }
 __all__ = list(_LAZY)

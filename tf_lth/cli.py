@@ -80,8 +80,12 @@ def train(args: argparse.Namespace) -> int:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (flags override it)")
     parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: runs/<model>_<dataset>)")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress (round lines stay); without a terminal, one line per epoch")
+    parser.add_argument("--verbose", action="store_true", help="also Keras' progress per epoch (a bar on a "
+                        "terminal, else a line per epoch); by default a line per trained network")
+    parser.add_argument("--quiet", action="store_true", help="only the summary at the end (no line per network)")
     parser.add_argument("--restart-round", type=int, metavar="K", help="discard rounds >= K and redo them")
+    parser.add_argument("--dry-run", action="store_true", help="check every option and say what the run would do, "
+                        "without TensorFlow, training or writing")
     parser.add_argument("--seeds", metavar="SEEDS", default=argparse.SUPPRESS,
                         help="replicates: 0-4 or 0,3,7 runs OUTPUT/seed_<s>/ per seed, then the aggregate "
                              "(mean, min, max per round) and its plots")
@@ -112,7 +116,7 @@ def _read_text(path: str) -> str:
         raise TfLthError(f"cannot read config file {path}: {e.strerror}") from None
 
 
-RUN_ONLY = ("config", "output", "quiet", "restart_round", "command", "seeds")
+RUN_ONLY = ("config", "output", "quiet", "verbose", "restart_round", "dry_run", "command", "seeds")
 
 
 def _run_options(args: argparse.Namespace) -> dict:
@@ -141,14 +145,49 @@ def run(args: argparse.Namespace) -> int:
     from tf_lth.experiment import Experiment, run_replicates
 
     output = args.output or f"runs/{config.model}_{config.dataset}"
-    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2  # a line per epoch into logs and pipes
-    if seeds is not None:
-        run_replicates(config, output, seeds, verbose=verbose, restart_round=args.restart_round)
-        print(f"results in {output}/ (seed_<s>/ per seed; aggregate.json, aggregate.csv, plots/)")
+    if args.dry_run:
+        print(plan(config, output, seeds))
         return 0
-    Experiment(config, output, verbose=verbose).run(restart_round=args.restart_round)
-    print(f"results in {output}/ (results.json, results.csv, plots/{', export/' if config.export else ''})")
+    verbose = (1 if sys.stdout.isatty() else 2) if args.verbose else 0
+    options = {"verbose": verbose, "strict_export": "export" in _run_options(args),
+               "log": (lambda line: None) if args.quiet else print}
+    try:
+        if seeds is not None:
+            run_replicates(config, output, seeds, restart_round=args.restart_round, **options)
+            print(f"results in {output}/ (seed_<s>/ per seed; aggregate.json, aggregate.csv, plots/)")
+            return 0
+        result = Experiment(config, output, **options).run(restart_round=args.restart_round)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted: rerun the same command to resume ({output}/ keeps every finished round and "
+              "the last epoch checkpoint of the one in progress)", file=sys.stderr)
+        return 130
+    if args.quiet:
+        from tf_lth.results import summary_table
+        print(summary_table(result["rounds"], config.controls))
+    print(f"results in {output}/ (results.json, results.csv, plots/)")
+    if config.export and result["rounds"]:
+        folder = Path(output) / "export" / f"round_{result['rounds'][-1]['round']}"
+        if (folder / "ticket.tflite").exists():
+            print(f"run the exported ticket: {PROG} predict {folder / 'ticket.tflite'} IMAGE.png  "
+                  f"(or --dataset {config.dataset}; Python: docs/export.md)")
     return 0
+
+
+def plan(config: config_lib.ExperimentConfig, output: str, seeds) -> str:
+    """What ``tf-lth run`` would do with ``config`` (``--dry-run``): the resolved recipe and where it writes."""
+    cfg = config.resolved()
+    t, tr = cfg.ticket, cfg.training
+    length = f"{tr.iterations} iterations" if tr.iterations else f"{tr.epochs} epochs"
+    rates = (", ".join(f"{k}={v:g}" for k, v in t.rates.items()) if t.rates else f"{t.rate:g}") + f" ({t.scope})"
+    folders = [Path(output)] if seeds is None else [Path(output) / f"{results.SEED_PREFIX}{s}" for s in seeds]
+    done = [sum(1 for _ in f.glob("rounds/*/result.json")) for f in folders]
+    return "\n".join([
+        f"would run: {cfg.model} on {cfg.dataset} (Keras {cfg.keras}), a dense round and {cfg.rounds} pruning rounds "
+        f"of {length}, {config_lib.OPTIMIZERS.get(tr.optimizer)} {tr.learning_rate:g}, batch {tr.batch_size}; "
+        f"prune {rates} per round, rewind {t.rewind}, criterion {t.criterion}",
+        f"controls: {', '.join(cfg.controls) or 'none'}; export: {', '.join(cfg.export) or 'none'} "
+        f"(optimized for {cfg.optimize_for}); seeds: {', '.join(map(str, seeds)) if seeds else cfg.seed}",
+        f"into {output}/: " + ("new" if not any(done) else f"resumes ({sum(done)} finished round(s) found)")])
 
 
 def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +201,8 @@ def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--rewind", metavar="MODE", help=f"the run's masks rewound to another point: {rewind.forms()}")
     parser.add_argument("--rounds", metavar="K,...", help="rounds to branch (default: every pruned round finished)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are now (default: the run's)")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress")
+    parser.add_argument("--verbose", action="store_true", help="also Keras' progress per epoch")
+    parser.add_argument("--quiet", action="store_true", help="only the final lines")
 
 
 def branch(args: argparse.Namespace) -> int:
@@ -171,8 +211,9 @@ def branch(args: argparse.Namespace) -> int:
 
     kind, value = next((k, v) for k, v in (("control", args.control), ("survivors", args.survivors),
                                             ("rewind", args.rewind)) if v)
-    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
-    out = branches.run_branch(args.run_dir, kind, value, args.rounds, data_dir=args.data_dir, verbose=verbose)
+    verbose = (1 if sys.stdout.isatty() else 2) if args.verbose else 0
+    out = branches.run_branch(args.run_dir, kind, value, args.rounds, data_dir=args.data_dir, verbose=verbose,
+                              log=(lambda line: None) if args.quiet else print)
     for row in out["rounds"]:
         print(f"round {row['round']}  weights {100 * row['weights_remaining']:.1f}%  test {row['test_accuracy']:.4f}")
     print(f"results in {Path(args.run_dir) / branches.BRANCHES / branches.branch_name(kind, value)}/")
@@ -201,8 +242,14 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="folder written by tf_lth.store.save / tf-lth run")
     parser.add_argument("--round", type=int, help="round to export (default: the last saved one)")
     parser.add_argument("--out", help="export folder (default: saved_models/<run folder name>/round_<k>)")
-    parser.add_argument("--formats", nargs="+", choices=config_lib.EXPORT_FORMATS,
-                        default=list(config_lib.DEFAULT_EXPORT_FORMATS), help="what to write (default: %(default)s)")
+    parser.add_argument("--formats", nargs="+", choices=config_lib.EXPORT_FORMATS, default=None,
+                        help=f"what to write (default: {' '.join(config_lib.DEFAULT_EXPORT_FORMATS)}; a format named "
+                             "here that fails its check gives exit status 2, a default one is left out with a warning)")
+    parser.add_argument("--optimize-for", choices=config_lib.OPTIMIZE_FOR, default="latency",
+                        help="store each TFLite file's weights sparse or dense, whichever runs faster (latency, "
+                             "measured) or is smaller (size) (default: %(default)s)")
+    parser.add_argument("--input-scale", choices=("unit", "raw"), default=None,
+                        help="pixel range the model is fed (default: the run's, else detected from the model)")
     parser.add_argument("--dataset", choices=datasets.DATASETS.names(), help="compare on and score its test split")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
     parser.add_argument("--no-benchmark", action="store_true", help="skip the latency runs")
@@ -211,7 +258,7 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """Export the chosen round of ``args.run_dir`` (SavedModel + sparse TFLite, verified and timed)."""
+    """Export the chosen round of ``args.run_dir`` (SavedModel + TFLite, verified and timed)."""
     folder = Path(args.run_dir)
     if not (folder / "ticket.json").is_file():
         raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by tf_lth.store.save)")
@@ -220,17 +267,50 @@ def _export(args: argparse.Namespace) -> int:
     ticket = store.load(folder, round=args.round)
     name = folder.resolve().name
     out = Path(args.out) if args.out else export.default_path(name, ticket.round)
+    run = folder / "config.json"
+    cfg = config_lib.ExperimentConfig.from_folder(json.loads(run.read_text())) if run.is_file() else None
     dataset = None
     if args.dataset:  # at the image size the run trained at
-        run = folder / "config.json"
-        cfg = config_lib.ExperimentConfig.from_dict(json.loads(run.read_text())) if run.is_file() else None
         dataset = data.load(args.dataset, args.data_dir, **({} if cfg is None else {
             "image_size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize}))
-    info = export.export_ticket(ticket.model, out, name=name, round=ticket.round, dataset=dataset,
-                                formats=args.formats, benchmark=not args.no_benchmark,
-                                quantization=quantize.Options(int8_io=args.int8_io))
-    print(export.summary(info))
-    print(f"exported to {out}")
+    scale = args.input_scale or (cfg.input_scale if cfg is not None else None)
+    export.export_ticket(ticket if ticket.holds == "trained" else ticket.model, out, name=name, round=ticket.round,
+                         dataset=dataset, formats=args.formats, benchmark=not args.no_benchmark,
+                         quantization=quantize.Options(int8_io=args.int8_io), optimize_for=args.optimize_for,
+                         input_scale=scale, verbose=1)
+    return 0
+
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="FILE", help="an exported ticket.tflite (any format) or saved_model folder")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...): the top class of each")
+    parser.add_argument("--dataset", metavar="NAME", help="score the test split of a dataset instead (as the run's "
+                        "export did: same image size and channels)")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Run an exported file on images or a test split, fed as its ticket.json says."""
+    if not args.images and not args.dataset:
+        raise TfLthError("give image files or --dataset NAME to run the exported ticket on")
+    from tf_lth.predict import Runner, load_images
+
+    runner = Runner(args.model)
+    print(f"{runner.path}: input {'x'.join(map(str, runner.shape))}, pixels "
+          f"{'/ 255 in [0, 1]' if runner.scale == 'unit' else 'in 0-255'} ({runner.scale_source})")
+    if args.dataset:
+        from tf_lth import data
+        height, width, channels = runner.shape
+        run = runner.path.parent.parent.parent / "config.json"  # RUN/export/round_<k>/FILE
+        resize = json.loads(run.read_text()).get("resize", "scale") if run.is_file() else "scale"
+        ds = data.load(args.dataset, args.data_dir, image_size=(height, width), channels=channels, resize=resize)
+        outputs = runner(ds.x_test)
+        accuracy = float((outputs.argmax(-1) == ds.y_test).mean())
+        print(f"{args.dataset} test split: accuracy {accuracy:.4f} on {len(ds.x_test):,} images")
+    if args.images:
+        outputs = runner(load_images(args.images, runner.shape))
+        for path, row in zip(args.images, outputs):
+            print(f"{path}: class {int(row.argmax())} (output {float(row.max()):.4g})")
     return 0
 
 
@@ -242,12 +322,16 @@ COMMANDS: dict[str, Command] = {  # in the order of the work: find, vary, compar
                        _add_compare_arguments, compare),
     "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",
                       _add_export_arguments, _export),
+    "predict": Command("run an exported ticket (.tflite or saved_model) on image files or a dataset's test split",
+                       _add_predict_arguments, predict),
     "train": Command("train the dense network briefly and report its test accuracy", _add_train_arguments, train),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Find lottery tickets in tf_keras models with TF-MOT.")
+    parser = _Parser(prog=PROG, description="Find lottery tickets in Keras models (tf_keras through TF-MOT's "
+                     "wrappers, or Keras 3 on TensorFlow or JAX with --keras 3) and ship them as small, checked "
+                     "SavedModel and TFLite files. Start with: tf-lth run --help")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))

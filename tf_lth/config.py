@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from tf_lth import controls as controls_lib
 from tf_lth import datasets, distribute, masks, models, recipe, user_data
+from tf_lth import input_scale as input_scale_lib
 from tf_lth import rewind as rewind_lib
 from tf_lth.errors import TfLthError
 from tf_lth.options import check_keras3, check_steps_per_execution, csv, kind_rates, option, pair, whole
@@ -23,6 +24,8 @@ from tf_lth.user_data import RESIZE_MODES
 
 EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16", "int8_full", "int8_qat")
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite", "int8")
+OPTIMIZE_FOR = ("latency", "size")  # how each exported TFLite file stores its weights (tf_lth.export_formats)
+EARLY_BIRD_EPS = 0.105  # --early-bird without a value: measured on Fashion-MNIST (README), 0.48x the iterations
 OPTIMIZERS: Registry[str] = Registry("optimizer")  # name -> class of keras.optimizers
 OPTIMIZERS.add("adam", "Adam")
 OPTIMIZERS.add("sgd", "SGD")
@@ -127,8 +130,10 @@ class TrainingConfig:
                                       shown="on, but for convolutional models without a GPU")
     early_bird: float | None = option(None, "stop a ticket's intermediate round once the mask next_round would "
                                       "draw changes in less than this fraction of the alive weights between "
-                                      "evaluation points, early_bird_patience times in a row (You et al. 2020)", parse=float,
-                                      metavar="EPS", shown="off")
+                                      "evaluation points, early_bird_patience times in a row (You et al. 2020); "
+                                      f"--early-bird alone: {EARLY_BIRD_EPS}, measured on Fashion-MNIST (0.48x the "
+                                      "iterations, -0.15 pp)", parse=float, metavar="EPS", shown="off",
+                                      const=EARLY_BIRD_EPS)
     early_bird_patience: int = option(2, "evaluation points in a row below the early-bird EPS", parse=int, metavar="N")
     early_bird_window: int = option(5, "early-bird distance: the largest to the last N candidates (You et al.'s "
                                     "FIFO; 1: the previous one only)", parse=int, metavar="N")
@@ -206,7 +211,16 @@ class ExperimentConfig:
     controls: tuple = option(("random_reinit",), f"controls per round: {', '.join(controls_lib.CONTROLS)} or none",
                              parse=csv, metavar="LIST", shown="random_reinit")
     export: tuple = option(DEFAULT_EXPORT_FORMATS, f"formats of the final ticket: {', '.join(EXPORT_FORMATS)} "
-                           "or none", parse=csv, metavar="FORMATS", shown=",".join(DEFAULT_EXPORT_FORMATS))
+                           "or none (a format named here that fails its check fails the run; a default one is "
+                           "left out with a warning)", parse=csv, metavar="FORMATS",
+                           shown=",".join(DEFAULT_EXPORT_FORMATS))
+    optimize_for: str = option("latency", "how each exported TFLite file stores its weights: latency (sparse or "
+                               "dense, whichever runs faster, measured) or size (the smaller file)",
+                               choices=OPTIMIZE_FOR)
+    input_scale: str | None = option(None, "pixel range the model is fed: unit (pixels / 255, in [0, 1]) or raw "
+                                     "(0-255)", choices=tuple(input_scale_lib.SCALES),
+                                     shown="raw if the model starts with Rescaling or a Normalization adapted to "
+                                     "0-255 pixels, else unit")
     seed: int = option(0, "random seed", parse=int)
     strategy: str = option("default", "tf.distribute strategy: one device, mirrored over this machine's GPUs (or "
                            "--devices), multi_worker over the machines TF_CONFIG names", choices=distribute.STRATEGIES,
@@ -238,6 +252,9 @@ class ExperimentConfig:
         whole("validation", self.validation, 0)
         object.__setattr__(self, "controls", controls_lib.CONTROLS.check(self.controls))
         object.__setattr__(self, "export", tuple(self.export))
+        input_scale_lib.check(self.input_scale)
+        if self.optimize_for not in OPTIMIZE_FOR:
+            raise TfLthError(f"unknown optimize_for {self.optimize_for!r}: use {' or '.join(OPTIMIZE_FOR)}")
         bad = [f for f in self.export if f not in EXPORT_FORMATS]
         if bad:
             raise TfLthError(f"unknown export {', '.join(bad)}: choose from {', '.join(EXPORT_FORMATS)}")

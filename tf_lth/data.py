@@ -2,7 +2,8 @@
 
 Every split holds ``x`` as ``uint8`` of shape ``(N, H, W, C)`` (0-255) and ``y`` as ``uint8``
 class ids; :meth:`Dataset.pipeline` turns a split into a ``tf.data`` pipeline of ``float32``
-images in [0, 1]. Keeping uint8 until the batch is made costs a quarter of the memory of a
+images in [0, 1], or in 0-255 for a model that scales its input itself (``input_scale="raw"``, see
+:mod:`tf_lth.input_scale`). Keeping uint8 until the batch is made costs a quarter of the memory of a
 float copy, and no full-dataset float array is ever made. The pipelines read the arrays in place:
 each split becomes a TensorFlow tensor once per process, sharing the numpy array's memory (DLPack),
 and ``tf.data`` is told not to rewrite the pipeline graph, which would serialise a copy of it.
@@ -24,6 +25,7 @@ import numpy as np
 from tf_lth.augment import augment_draws, crop_and_flip
 from tf_lth.datasets import DATA_DIR_ENV, DATASETS, read_idx
 from tf_lth.errors import TfLthError
+from tf_lth.input_scale import check
 from tf_lth.keras2 import tf
 from tf_lth.user_data import RESIZE_MODES, resolve
 
@@ -47,6 +49,15 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int = 10
+    input_scale: str = "unit"  # the pixel range fed to the model: unit ([0, 1]) or raw (0-255)
+
+    def with_input_scale(self, scale: str) -> "Dataset":
+        """This dataset fed in the pixel range ``scale`` (the same arrays, shared)."""
+        return self if check(scale) == self.input_scale else replace(self, input_scale=scale)
+
+    def normalize(self, x, y):
+        """uint8 images to float32 in the dataset's pixel range, labels to int32 (inside ``tf.data``)."""
+        return normalize(x, y, self.input_scale)
 
     @property
     def input_shape(self) -> tuple:
@@ -68,7 +79,7 @@ class Dataset:
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        return _in_place(ds.batch(batch_size).map(normalize, num_parallel_calls=tf.data.AUTOTUNE))
+        return _in_place(ds.batch(batch_size).map(self.normalize, num_parallel_calls=tf.data.AUTOTUNE))
 
     def epochs(self, batch_size: int, epochs: int, seed: int = 0, initial_epoch: int = 0, augment: bool = False):
         """Training batches for epochs ``initial_epoch .. epochs - 1``, and the steps per epoch.
@@ -87,12 +98,12 @@ class Dataset:
         if augment:
             ds = tf.data.Dataset.from_tensor_slices((numbers, order)).flat_map(
                 lambda e, perm: tf.data.Dataset.from_tensor_slices((perm, augment_draws(seed, e, n))).batch(batch_size))
-            ds = ds.map(lambda idx, draws: normalize(crop_and_flip(tf.gather(x, idx), draws), tf.gather(y, idx)),
+            ds = ds.map(lambda idx, draws: self.normalize(crop_and_flip(tf.gather(x, idx), draws), tf.gather(y, idx)),
                         num_parallel_calls=tf.data.AUTOTUNE)
         else:
             ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
                 lambda perm: tf.data.Dataset.from_tensor_slices(perm).batch(batch_size))
-            ds = ds.map(lambda idx: normalize(tf.gather(x, idx), tf.gather(y, idx)),
+            ds = ds.map(lambda idx: self.normalize(tf.gather(x, idx), tf.gather(y, idx)),
                         num_parallel_calls=tf.data.AUTOTUNE)
         return _in_place(ds), -(-n // batch_size)
 
@@ -102,9 +113,10 @@ class Dataset:
         return {name: tuple(_shared_tensor(a) for a in self.split(name)) for name in ("train", "val", "test")}
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(float32 x in [0, 1], int32 y)`` numpy arrays: handy for small splits and tests."""
+        """``(float32 x in the dataset's pixel range, int32 y)`` numpy arrays: handy for small splits and tests."""
         x, y = self.split(split)
-        return x.astype(np.float32) / 255.0, y.astype(np.int32)
+        x = x.astype(np.float32)
+        return (x / 255.0 if self.input_scale == "unit" else x), y.astype(np.int32)
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
@@ -138,9 +150,10 @@ def _in_place(ds):
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def normalize(x, y):
-    """uint8 images to float32 in [0, 1], labels to int32 (used inside ``tf.data``)."""
-    return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
+def normalize(x, y, input_scale: str = "unit"):
+    """uint8 images to float32 in [0, 1] (``input_scale="raw"``: 0-255), labels to int32 (inside ``tf.data``)."""
+    x = tf.cast(x, tf.float32)
+    return (x / 255.0 if input_scale == "unit" else x), tf.cast(y, tf.int32)
 
 
 def image_size_of(image_size) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tf_lth import branches, controls, models, networks, replicates, store
 from tf_lth import data as data_lib
+from tf_lth import input_scale as input_scale_lib
 from tf_lth.config import ExperimentConfig
 from tf_lth.errors import TfLthError
 from tf_lth.io import read_json, write_json
@@ -30,38 +31,60 @@ from tf_lth.results import SEED_PREFIX, flatten, summary_table, write_csv
 from tf_lth.lottery import LotteryTicket
 from tf_lth.plan import steps_per_epoch
 
-# config keys that may change when a run is resumed: where the data lives, what is exported, and
-# how many steps run per call into TensorFlow (each step computes the same either way)
-FREE_KEYS = ("data_dir", "export", "training.steps_per_execution")
+# config keys that may change when a run is resumed: where the data lives, what is exported and how,
+# and how many steps run per call into TensorFlow (each step computes the same either way)
+FREE_KEYS = ("data_dir", "export", "optimize_for", "training.steps_per_execution")
 
 
 class Experiment:
-    """Runs (or resumes) one experiment into ``output``; :meth:`run` returns results.json's content."""
+    """Runs (or resumes) one experiment into ``output``; :meth:`run` returns results.json's content.
 
-    def __init__(self, config: ExperimentConfig, output, verbose: int = 1, log=print):
+    ``verbose``: Keras' own progress per epoch (0: none; 1: a bar; 2: a line per epoch); ``log`` takes the
+    runner's lines (one per trained network, the summary, the export). ``strict_export``: a format of the
+    config's ``export`` that fails its check fails the run (the user named them); otherwise it is left out
+    with a warning. Nothing is written to ``output`` before the data and the model load."""
+
+    def __init__(self, config: ExperimentConfig, output, verbose: int = 0, log=print, strict_export: bool = False):
         self.config, self.out, self.verbose, self.log = config.resolved(), Path(output), verbose, log
+        self.strict_export = strict_export
         self.lib = branches.training_module(self.config.keras)  # the Keras flavour's compile_round, train_round, session
+        self.scale = None  # the input scale, once the model is known (tf_lth.input_scale)
 
     # -- folder --------------------------------------------------------------------------
-    def claim_folder(self) -> None:
-        """Write config.json (the resolved config), or check that the folder holds this very
-        experiment (where the data lives and which formats are exported do not change the results,
-        so they may differ)."""
+    def check_folder(self, restart_round: int | None = None) -> bool:
+        """Whether ``output`` holds this very experiment already (``False``: none; a different one is a
+        one-line refusal). Where the data lives and how the files are exported do not change the results,
+        so they may differ. A folder whose start failed before any round or ticket was written, and a
+        ``--restart-round 0``, which discards every round, take the new config."""
         path = self.out / "config.json"
+        if not path.exists():
+            return False
+        started = (self.out / "ticket.json").exists() or any((self.out / "rounds").glob("*/result.json"))
+        if restart_round == 0 or not started:
+            return False
+        try:
+            text = read_json(path)
+        except TfLthError:
+            raise TfLthError(f"{path} is damaged (not JSON): delete it to resume with this command's config "
+                             "(the rounds stay), or use another --output") from None
+        try:  # resolved again, so that a folder written before the config was nested compares too
+            theirs = flatten(ExperimentConfig.from_folder(text).resolved().to_dict())
+        except (TfLthError, TypeError) as e:
+            raise TfLthError(f"{path} holds no config of this version ({e}): use another --output or delete "
+                             "the folder") from None
         mine = flatten(self.config.to_dict())
-        if path.exists():
-            try:  # resolved again, so that a folder written before the config was nested compares too
-                theirs = flatten(ExperimentConfig.from_folder(read_json(path)).resolved().to_dict())
-            except (TfLthError, TypeError) as e:
-                raise TfLthError(f"{path} holds no config of this version ({e}): use another --output or delete it") from None
-            differ = [k for k in sorted(set(mine) | set(theirs))
-                      if k not in FREE_KEYS and theirs.get(k) != mine.get(k)]
-            if differ:
-                diff = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ)
-                raise TfLthError(
-                    f"{self.out} holds an experiment with another config ({diff}): use another --output or delete it")
-        else:
-            write_json(path, self.config.to_dict())
+        differ = [k for k in sorted(set(mine) | set(theirs)) if k not in FREE_KEYS and theirs.get(k) != mine.get(k)]
+        if differ:
+            diff = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ)
+            raise TfLthError(f"{self.out} holds an experiment with another config ({diff}): use another --output, "
+                             "or --restart-round 0 to discard its rounds and start this one there")
+        return True
+
+    def claim_folder(self, restart_round: int | None = None) -> None:
+        """Check the folder (:meth:`check_folder`) and write config.json (the resolved config) unless it holds
+        this experiment already."""
+        if not self.check_folder(restart_round):
+            write_json(self.out / "config.json", self.config.to_dict())
 
     def restart_from(self, k: int) -> None:
         """Forget rounds >= k so that the run continues from the end of round k - 1."""
@@ -75,20 +98,31 @@ class Experiment:
                 shutil.rmtree(rd)
                 (rd.parent.parent / "results.json").unlink(missing_ok=True)
         if k == 0:
-            for name in ("ticket.json", "theta0.npz", "thetak.npz"):
+            for name in ("ticket.json", "theta0.npz", "thetak.npz", "results.json", "results.csv"):
                 (self.out / name).unlink(missing_ok=True)
         elif (self.out / "ticket.json").exists():
             store.save(store.load(self.out, round=k - 1), self.out)
 
     # -- training ------------------------------------------------------------------------
     def _train(self, ticket: LotteryTicket, round_: int, name: str) -> dict:
-        """Train ``ticket`` for one round, resuming from its epoch checkpoint if there is one."""
-        return self.lib.train_round(ticket, self.data, self.training, seed=self.config.seed, round_=round_,
-                                    val=self.val, test=self.test,
-                                    checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
-                                    tensorboard=self.out / "tensorboard" / f"round_{round_}" / name,
-                                    verbose=self.verbose, may_stop=name == "ticket" and self.intermediate(round_),
-                                    log=(lambda line: self.log(f"{line} ({name})")) if self.verbose else None)
+        """Train ``ticket`` for one round, resuming from its epoch checkpoint if there is one, and log its line."""
+        label = f"round {round_}/{self.config.rounds} {name}"
+        metrics = self.lib.train_round(ticket, self.data, self.training, seed=self.config.seed, round_=round_,
+                                       val=self.val, test=self.test,
+                                       checkpoint=self.out / "rounds" / str(round_) / f"{name}.ckpt.npz",
+                                       tensorboard=self.out / "tensorboard" / f"round_{round_}" / name,
+                                       verbose=self.verbose, may_stop=name == "ticket" and self.intermediate(round_),
+                                       log=lambda line: self.log(f"{label}: {line}"))
+        self.trained += 1  # the run's ETA: its time so far per network trained, times the networks left
+        left = (self.config.rounds - round_) * (1 + len(self.config.controls)) + self.left_in_round(round_, name)
+        eta = (time.time() - self.started) / self.trained * left
+        self.log(network_line(label, ticket.weights_remaining, metrics) + (f"  ETA {eta / 60:.1f} min" if left else ""))
+        return dict(metrics)
+
+    def left_in_round(self, round_: int, name: str) -> int:
+        """The networks of ``round_`` still to train after ``name`` (the ticket, then each control)."""
+        order = ["ticket", *(self.config.controls if round_ else ())]
+        return len(order) - 1 - order.index(name) if name in order else 0
 
     def intermediate(self, round_: int) -> bool:
         """Whether the ticket of ``round_`` only decides the next mask (its stop rules apply): every
@@ -99,17 +133,30 @@ class Experiment:
         self.lib.compile_round(ticket, self.training, steps_per_epoch(self.data, self.training))
 
     # -- rounds --------------------------------------------------------------------------
-    def _ticket_for(self, ticket: LotteryTicket | None, r: int) -> LotteryTicket:
-        """The ticket ready to train round ``r``: carried over, or rebuilt from the folder."""
-        if ticket is None:
-            if (self.out / "ticket.json").exists():
-                ticket = store.load(self.out)
-            else:
-                self.lib.keras.utils.set_random_seed(self.config.seed)
-                model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes, self.config.keras)
-                ticket = LotteryTicket(model, self.config.ticket)
-                store.save(ticket, self.out)
-            self._compile(ticket)
+    def _first_ticket(self, restart_round: int | None) -> tuple[LotteryTicket, bool]:
+        """The ticket the run continues from (read from the folder, at ``restart_round - 1`` if given) or a
+        new one, compiled, its input scale decided; and whether it is new. Nothing is written here."""
+        saved = (self.out / "ticket.json").exists() and restart_round != 0
+        if saved:
+            try:
+                ticket = store.load(self.out, round=None if restart_round is None else restart_round - 1)
+            except TfLthError as e:  # a damaged file of the round the run stopped in: redo that round
+                try:
+                    k = read_json(self.out / "ticket.json")["round"]
+                except (TfLthError, KeyError, TypeError):
+                    k = 0
+                raise TfLthError(f"{e} (or rerun with --restart-round {k})") from None
+        else:
+            self.lib.keras.utils.set_random_seed(self.config.seed)
+            model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes, self.config.keras)
+            ticket = LotteryTicket(model, self.config.ticket)
+        self.scale = input_scale_lib.decide(ticket.source, self.config.input_scale)
+        self.data = self.data.with_input_scale(self.scale.scale)
+        self._compile(ticket)
+        return ticket, not saved
+
+    def _ticket_for(self, ticket: LotteryTicket, r: int) -> LotteryTicket:
+        """The ticket ready to train round ``r``: pruned and rewound from round ``r - 1`` if need be."""
         if ticket.round == r - 1 and any(h["round"] == r - 1 for h in ticket.history):
             ticket.next_round()
         if ticket.round != r:
@@ -139,19 +186,27 @@ class Experiment:
             from tf_lth import plots  # matplotlib: only where figures are drawn
             plots.plot_results(branches.rows_with_branches(out), out / "plots")  # branches stay drawn
             plots.plot_mask_distance(results, out / "plots" / "mask_distance.png")
-            if cfg.export and results and not (out / "export" / f"round_{results[-1]['round']}").exists():
-                self._export(ticket, results[-1]["round"])
         self.log(summary_table(results, cfg.controls))
+        if self.session.is_chief and cfg.export and results:
+            folder = out / "export" / f"round_{results[-1]['round']}"
+            if not folder.exists():
+                self._export(ticket, results[-1]["round"], folder)
         return {"config": cfg.to_dict(), "rounds": results}
 
-    def _rounds(self, restart_round: int | None) -> tuple[list, LotteryTicket | None]:
+    def _rounds(self, restart_round: int | None) -> tuple[list, LotteryTicket]:
         cfg = self.config
+        resumed = self.check_folder(restart_round)  # a different experiment is refused before anything loads
         self.data = data_lib.load_config(cfg)
-        self.claim_folder()
+        ticket, new = self._first_ticket(restart_round)  # the model and data load before the folder is claimed
         if restart_round is not None:
             self.restart_from(restart_round)
+        self.claim_folder(restart_round)
+        if new:
+            store.save(ticket, self.out)
+        done = [r for r in range(cfg.rounds + 1) if (self.out / "rounds" / str(r) / "result.json").exists()]
+        self.log(start_line(cfg, self.out, self.data, done if resumed else [], self.scale))
         self.val, self.test = self.data.pipeline("val", 1000), self.data.pipeline("test", 1000)
-        results, ticket, started = [], None, time.time()
+        results, self.started, self.trained = [], time.time(), 0
         for r in range(cfg.rounds + 1):
             done = self.out / "rounds" / str(r) / "result.json"
             if done.exists():
@@ -167,7 +222,6 @@ class Experiment:
             write_json(done, row)
             results.append(row)
             self._write_results(results)
-            self.log(progress_line(cfg, row, results, started))
         self._write_results(results)
         return results, ticket
 
@@ -195,42 +249,61 @@ class Experiment:
                         **{k: metrics[k] for k in ("mask_distance",) if k in metrics}})
         return row
 
-    def _export(self, ticket: LotteryTicket | None, r: int) -> None:
+    def _export(self, ticket: LotteryTicket, r: int, folder: Path) -> None:
         from tf_lth.export import export_ticket, summary
 
-        if ticket is None or ticket.round != r:
+        if ticket.round != r:
             ticket = store.load(self.out, round=r)
-        info = export_ticket(ticket.model, self.out / "export" / f"round_{r}", name=self.config.model, round=r,
-                             dataset=self.data, formats=self.config.export)
+        info = export_ticket(ticket, folder, name=self.config.model, round=r, dataset=self.data,
+                             formats=self.config.export, strict=self.strict_export, optimize_for=self.config.optimize_for,
+                             input_scale=self.scale, verbose=0)
         self.log(summary(info))
+        files = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+        self.log(f"exported round {r} to {folder}/: {', '.join(files)}")
 
     def _write_results(self, results: list) -> None:
         totals = {"total_iterations": sum(r.get("iterations") or 0 for r in results),
                   "total_wall_seconds": round(sum(r.get("wall_seconds") or 0 for r in results), 2)}
-        write_json(self.out / "results.json", {"config": self.config.to_dict(), "model_source": models.spec(
-            self.config.model).source, "distribution": self.session.record, "rounds": results, **totals})
+        write_json(self.out / "results.json", {
+            "config": self.config.to_dict(), "model_source": models.spec(self.config.model).source,
+            "distribution": self.session.record, "input": self.scale.to_dict(), "rounds": results, **totals})
         write_csv(self.out / "results.csv", results)
 
 
-def progress_line(config: ExperimentConfig, row: dict, results: list, started: float) -> str:
-    """The line a finished round prints: accuracy, early stop, controls, time, speed, ETA."""
-    eta = (time.time() - started) / max(len(results), 1) * (config.rounds - row["round"])
-    controls = "".join(f"  {k} {v.get('test_accuracy', float('nan')):.4f}" for k, v in row["controls"].items())
-    trained = (row.get("iterations") or 0) + sum(v.get("iterations") or 0 for v in row["controls"].values())
-    speed = trained * config.training.batch_size / max(row["wall_seconds"], 1e-9)
-    return (f"round {row['round']}/{config.rounds}  weights {100 * row['weights_remaining']:.1f}%  "
-            f"test {row['test_accuracy']:.4f}  early-stop it {row['early_stop_iteration']} "
-            f"({row['early_stop_test_accuracy']:.4f}){controls}  {row['wall_seconds']:.1f} s  "
-            f"{speed:,.0f} examples/s  ETA {eta / 60:.1f} min")
+def start_line(config: ExperimentConfig, out: Path, data, done: list, scale) -> str:
+    """What the run does (model, data, rounds, controls, folder), what it resumes, and the input scale."""
+    tr = config.training
+    length = f"{tr.iterations:,} iterations" if tr.iterations else f"{tr.epochs} epoch{'s' * (tr.epochs != 1)}"
+    sizes = "/".join(f"{len(x):,}" for x in (data.x_train, data.x_val, data.x_test))
+    controls = ", ".join(config.controls) or "none"
+    line = (f"{config.model} on {config.dataset} ({sizes} train/val/test), {config.rounds} pruning rounds after "
+            f"the dense one, {length} each, controls: {controls} -> {out}/")
+    if done:
+        ranges = f"{done[0]}-{done[-1]}" if done == list(range(done[0], done[-1] + 1)) else ",".join(map(str, done))
+        line += f"\nresuming: round{'s' * (len(done) > 1)} {ranges} finished (read back), the next one continues " \
+                "from its last epoch checkpoint if it has one"
+    return f"{line}\ninput: {scale.reason}"
 
 
-def run_replicates(config: ExperimentConfig, output, seeds, verbose: int = 1, log=print,
-                   restart_round: int | None = None) -> dict:
+def network_line(label: str, weights_remaining: float, metrics) -> str:
+    """The line a trained network prints: weights left, test accuracy, the early-stopping point, speed."""
+    best = metrics.get("early_stop_iteration")
+    early = (f"  min val loss at it {best:,} (test {metrics['early_stop_test_accuracy']:.4f})"
+             if best is not None and metrics.get("early_stop_test_accuracy") is not None else "")
+    stopped = f"  stopped early ({metrics['stopped']})" if metrics.get("stopped") not in (None, "end") else ""
+    speed = f"  {metrics.examples_per_second:,.0f} examples/s" if getattr(metrics, "steps_run", 0) else ""
+    return (f"{label:<28} {100 * weights_remaining:5.1f}% of weights  test {metrics.get('test_accuracy', float('nan')):.4f}"
+            f"{early}{stopped}{speed}")
+
+
+def run_replicates(config: ExperimentConfig, output, seeds, verbose: int = 0, log=print,
+                   restart_round: int | None = None, strict_export: bool = False) -> dict:
     """Run ``config`` once per seed into ``output/seed_<s>/`` (in sequence, each resumable: a finished
     seed is read back, not retrained), then write the aggregate (see :mod:`tf_lth.replicates`)."""
     output = Path(output)
     for seed in seeds:
         log(f"== seed {seed}")
         folder = output / f"{SEED_PREFIX}{seed}"
-        Experiment(replace(config, seed=seed), folder, verbose=verbose, log=log).run(restart_round=restart_round)
+        Experiment(replace(config, seed=seed), folder, verbose=verbose, log=log, strict_export=strict_export).run(
+            restart_round=restart_round)
     return replicates.aggregate_folder(output, seeds)

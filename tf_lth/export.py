@@ -1,26 +1,34 @@
-"""Ship a ticket: SavedModel, sparse TFLite (fp32, int8, fp16, full-integer int8) and a ticket.json.
+"""Ship a ticket: SavedModel, TFLite (fp32, int8, fp16, full-integer int8) and a ticket.json.
 
 One export folder (default ``saved_models/<name>/round_<k>/``)::
 
-    saved_model/          serving signature: input "image" -> output "logits"
-    ticket.tflite         fp32, EXPERIMENTAL_SPARSITY (weights >= 30% zeros stored sparse)
-    ticket_int8.tflite    + dynamic-range int8 (Optimize.DEFAULT)
-    ticket_fp16.tflite    + float16 weights (optional)
+    saved_model/          serving signature: input "image" -> output "logits" (or "probabilities" for a
+                          model that ends in a softmax)
+    ticket.tflite         fp32
+    ticket_int8.tflite    dynamic-range int8 (Optimize.DEFAULT)
+    ticket_fp16.tflite    float16 weights (optional)
     ticket_int8_full.tflite, ticket_int8_qat.tflite   full-integer (optional, :mod:`tf_lth.quantize`)
-    ticket.json           sparsity, parameter counts, bytes (raw, gzipped, vs dense), Keras-vs-TFLite
-                          logit difference, accuracy, ops, sparse check, op resolver, latency
+    ticket.json           input range, sparsity, parameter counts, bytes (raw, gzipped, vs dense), each
+                          file's storage (sparse or dense) and why, Keras-vs-TFLite output difference,
+                          accuracy, ops, op resolver, latency; the formats left out and why
 
-A dense fp32 conversion of the same weights is made as the reference for bytes and latency and is
-not kept. The folder is written beside its destination and renamed into place at the end, so a
-killed export leaves the previous export or none, never half of one. :mod:`tf_lth.tflite` converts,
-runs (which op resolver, and why), verifies against Keras (its tolerances are recorded in
-ticket.json) and times each TFLite file; a failed check fails the export with one line, and the
-previous export stays in place. The formats are :data:`tf_lth.config.EXPORT_FORMATS`, there so
-that the command line knows them without importing TensorFlow.
+Each TFLite file is stored sparse or dense by the rule ``optimize_for`` (:mod:`tf_lth.export_formats`),
+and checked against Keras on a fixed batch (:mod:`tf_lth.tflite`, tolerances recorded). A format that
+fails is left out with its reason in ticket.json and one warning; the others are written. When the
+caller named the formats (``formats=[...]``, ``--export``, ``--formats``), a failed one also raises
+a one-line error once the folder is in place. A dense fp32 conversion of the same weights is the
+reference for bytes and latency and is not kept. The folder is written beside its destination and
+renamed into place at the end, so a killed export leaves the previous export or none, never half.
 
-A Keras 3 ticket goes to :mod:`tf_lth.export3` (the same folder plus ``ticket.keras``), which also holds
-the steps both flavours share; this module imports tf_keras and TF-MOT only inside the tf_keras route,
-so that a Keras 3 export (on JAX too) never loads them.
+Give the :class:`~tf_lth.LotteryTicket` itself (``export_ticket(ticket)``): its last *trained* round is
+exported, also after ``next_round`` rewound the model. Given a ticket's model that sits at a rewind
+point (untrained weights), the export warns in one line. The pixel range the files expect is the
+model's (:mod:`tf_lth.input_scale`), in ticket.json's ``input``.
+
+A Keras 3 ticket goes to :mod:`tf_lth.export3` (the same folder plus ``ticket.keras``); this module
+imports tf_keras and TF-MOT only inside the tf_keras route, so that a Keras 3 export (on JAX too) never
+loads them. The formats are :data:`tf_lth.config.EXPORT_FORMATS`, there so that the command line knows
+them without importing TensorFlow.
 """
 from __future__ import annotations
 
@@ -32,10 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from tf_lth import flavours
+from tf_lth import input_scale as input_scale_lib
 from tf_lth.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
-from tf_lth.errors import TfLthError
-from tf_lth.export3 import (CHECK_EXAMPLES, INPUT, JOB, KERAS_FILE, OUTPUT, accuracy, dir_bytes, export_keras3, float32, logits,
-                            staged_dir, tensorflow_half, weight_stats, write_tflite)
+from tf_lth.errors import TfLthError, warn
+from tf_lth.export3 import (CHECK_EXAMPLES, INPUT, JOB, KERAS_FILE, accuracy, check_batch, dir_bytes, export_keras3,
+                            float32, outputs_of, output_name, staged_dir, tensorflow_half, weight_stats)
+from tf_lth.export_formats import OPTIMIZE_FOR, field, full_integer_note, write_formats
+from tf_lth.lottery import LotteryTicket, ticket_of
 
 
 def default_path(name: str, round: int | None = None) -> Path:
@@ -43,60 +54,105 @@ def default_path(name: str, round: int | None = None) -> Path:
     return Path("saved_models") / name / (f"round_{round}" if round is not None else "latest")
 
 
-def export_ticket(model, path=None, *, name: str | None = None, round: int | None = None, dataset=None,
-                  formats=DEFAULT_EXPORT_FORMATS, fp16: bool = False, benchmark: bool = True, sample=None,
-                  quantization=None) -> dict:
-    """Export ``model`` (TF-MOT wrappers stripped, masks applied) to ``path`` and return ticket.json.
-    A Keras 3 ticket goes to :func:`tf_lth.export3.export_keras3` (``ticket.keras`` too; no int8_qat).
+def export_ticket(ticket, path=None, *, name: str | None = None, round: int | None = None, dataset=None,
+                  formats=None, fp16: bool = False, benchmark: bool = True, sample=None, quantization=None,
+                  optimize_for: str = "latency", input_scale: str | None = None, strict: bool | None = None,
+                  verbose: int = 1) -> dict:
+    """Export a ticket to ``path`` and return its ticket.json.
 
-    ``dataset`` (a :class:`~tf_lth.data.Dataset` or its name) gives the comparison batch and the
-    test accuracy, and the training examples int8_full / int8_qat need; without it ``sample`` (an input
-    array) or a seeded uniform batch is compared. ``fp16=True`` adds ``"fp16"`` to ``formats``;
-    ``benchmark=False`` skips the latency runs; ``quantization`` (a :class:`tf_lth.quantize.Options`) sets
-    the full-integer formats' I/O type, calibration and QAT fine-tune.
+    ``ticket``: a :class:`~tf_lth.LotteryTicket` (its latest trained round, or ``round`` if that one is in
+    memory: :meth:`~tf_lth.LotteryTicket.trained_model`) or a Keras model of either flavour (a ticket's
+    ``model``, wrappers stripped and masks applied, or any plain model). ``dataset`` (a
+    :class:`~tf_lth.data.Dataset` or its name) gives the check batch and the test accuracy, and the
+    training examples int8_full / int8_qat need; without it ``sample`` (an input array) or a seeded uniform
+    batch is compared. ``formats``: ``None`` exports :data:`~tf_lth.config.DEFAULT_EXPORT_FORMATS` and only
+    warns about a format that fails; a list names them, and a failed one raises (after the others are
+    written; ``strict=True`` / ``False`` decides instead). ``fp16=True`` adds ``"fp16"``;
+    ``benchmark=False`` skips the latency runs; ``optimize_for``: ``"latency"`` or ``"size"``, how each file's storage is chosen (:mod:`tf_lth.export_formats`);
+    ``input_scale``: ``"unit"`` or ``"raw"``, the pixel range of the model (default: detected);
+    ``quantization`` (a :class:`tf_lth.quantize.Options`): the full-integer formats' I/O, calibration and
+    QAT fine-tune; ``verbose=1`` prints a summary.
     """
-    keras3 = flavours.of(model) == flavours.KERAS3
-    if not keras3:
-        from tf_lth.keras2 import require_tf_keras_model
-        require_tf_keras_model(model)
-    formats = tuple(dict.fromkeys([*formats, *(["fp16"] if fp16 else [])]))
+    model, name, round = _model_to_export(ticket, name, round)
+    strict = formats is not None if strict is None else strict
+    formats = tuple(dict.fromkeys([*(DEFAULT_EXPORT_FORMATS if formats is None else formats),
+                                   *(["fp16"] if fp16 else [])]))
     unknown = set(formats) - set(EXPORT_FORMATS)
     if unknown:
         raise TfLthError(f"unknown export format(s) {', '.join(sorted(unknown))}: "
                          f"choose from {', '.join(EXPORT_FORMATS)}")
+    if optimize_for not in OPTIMIZE_FOR:
+        raise TfLthError(f"optimize_for={optimize_for!r}: choose {' or '.join(OPTIMIZE_FOR)}")
     inputs, outputs = (len(getattr(model, side, None) or [None]) for side in ("inputs", "outputs"))  # subclassed: 1
     if inputs != 1 or outputs != 1:
         raise TfLthError(f"{model.name} has {inputs} inputs and {outputs} outputs: export needs exactly one of each")
-    name = name or model.name
     path = Path(path) if path is not None else default_path(name, round)
-    if keras3:  # never loads tf_keras or TF-MOT (nor TensorFlow, on JAX): tf_lth.export3
-        return export_keras3(model, path, name=name, round=round, dataset=dataset, formats=formats,
-                             benchmark=benchmark, sample=sample, quantization=quantization)
+    scale = input_scale_lib.decide(model, input_scale)
+    options = dict(name=name, round=round, dataset=dataset, formats=formats, benchmark=benchmark, sample=sample,
+                   quantization=quantization, optimize_for=optimize_for, scale=scale)
+    if flavours.of(model) == flavours.KERAS3:  # never loads tf_keras or TF-MOT (nor TensorFlow, on JAX)
+        info = export_keras3(model, path, **options)
+    else:
+        info = _export_tf_keras(model, path, **options)
+    for kind, reason in info.get("failed", {}).items():
+        warn(f"{kind} left out of the export: {reason}")
+    if verbose:
+        print(summary(info))
+        print(f"exported to {path}/")
+    failed = [kind for kind in info.get("failed", {}) if strict and kind in formats]
+    if failed:
+        raise TfLthError(f"{path} was written without {', '.join(failed)}, which failed: "
+                         f"{'; '.join(info['failed'][k] for k in failed)} (leave it out of formats= / --formats / "
+                         "--export to export without it)")
+    return info
+
+
+def _model_to_export(ticket, name, round):
+    """``(model, name, round)``: a ticket's trained round as a plain model, or the model given (with a
+    one-line warning when it is a ticket's model at a rewind point)."""
+    if isinstance(ticket, LotteryTicket):
+        trained_round, _, weights = ticket.trained_weights(round)
+        return ticket.masked.plain_copy(weights), name or ticket.source.name, trained_round
+    owner = ticket_of(ticket)
+    if owner is not None:
+        owner.rewound_warning("exporting")
+    if flavours.of(ticket) is None:
+        raise TfLthError(f"export_ticket takes a LotteryTicket or a Keras model, got {type(ticket).__name__}")
+    return ticket, name or ticket.name, round
+
+
+def _export_tf_keras(model, path: Path, *, name, round, dataset, formats, benchmark, sample, quantization,
+                     optimize_for, scale) -> dict:
     from tf_lth import data as data_lib
     from tf_lth import quantize
+    from tf_lth.keras2 import require_tf_keras_model
+    require_tf_keras_model(model)
     if None in model.input_shape[1:]:
         raise TfLthError(f"{model.name} has input shape {model.input_shape}: export needs it fixed but for the batch")
     data = data_lib.load(dataset) if isinstance(dataset, str) else dataset
+    data = data.with_input_scale(scale.scale) if data is not None else None
     net = stripped(model)
     quantization = quantization or quantize.Options()
     quantize.check(net, data, formats, quantization)
-    x, source = _check_batch(net, data, sample)
-    info = {"name": name, "round": round, "input": {"name": INPUT, "shape": [None, *net.input_shape[1:]],
-                                                      "dtype": net.inputs[0].dtype.name},
-            "output": {"name": OUTPUT, "shape": list(net.output_shape)}, **weight_stats(net),
-            "check": {"source": source, "examples": len(x)}}
-    keras_logits = logits(net, x)
     test = data.arrays("test") if data is not None else None
+    x, source = check_batch(net.input_shape[1:], test, sample, getattr(data, "name", ""), scale)
+    x = x.astype(net.inputs[0].dtype.as_numpy_dtype)
+    keras_outputs = outputs_of(net, x)
+    output = output_name(net)
+    info = {"name": name, "round": round, "input": {"name": INPUT, "shape": [None, *net.input_shape[1:]],
+                                                      "dtype": net.inputs[0].dtype.name, **scale.to_dict()},
+            "output": {"name": output, "shape": list(net.output_shape)}, **weight_stats(net),
+            "check": {"source": source, "examples": len(x)}}
     if test is not None:
-        info["keras_test_accuracy"] = accuracy(logits(net, test[0]), test[1])
+        info["keras_test_accuracy"] = accuracy(outputs_of(net, test[0]), test[1])
     with staged_dir(path) as tmp:
         saved = tmp / "saved_model"
-        _save(net, saved)
+        write_saved_model(net, saved, output)
         info["formats"] = {}
         if "saved_model" in formats:
             info["formats"]["saved_model"] = {"path": "saved_model", **dir_bytes(saved)}
-        write_tflite(info, tmp, saved, net, x, keras_logits, test, formats, data=data, quantization=quantization,
-                     benchmark=benchmark)
+        write_formats(info, tmp, saved, net, x, keras_outputs, test, formats, data=data, quantization=quantization,
+                      benchmark=benchmark, optimize_for=optimize_for)
         if "saved_model" not in formats:
             shutil.rmtree(saved)
         (tmp / "ticket.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -119,31 +175,19 @@ def stripped(model):
     return copy
 
 
-def _check_batch(net, data, sample) -> tuple[np.ndarray, str]:
-    """The fixed batch Keras and TFLite are compared on, and where it came from."""
-    dtype = net.inputs[0].dtype.as_numpy_dtype
-    if data is not None:
-        return data.arrays("test")[0][:CHECK_EXAMPLES].astype(dtype), f"{data.name} test[:{CHECK_EXAMPLES}]"
-    if sample is not None:
-        return np.asarray(sample, dtype), "sample"
-    rng = np.random.default_rng(0)
-    return rng.random((CHECK_EXAMPLES, *net.input_shape[1:])).astype(dtype), "uniform [0, 1), seed 0"
-
-
-def _save(net, folder: Path) -> None:
-    """SavedModel with a ``serving_default`` signature ``image -> {"logits": ...}``; loads with
-    ``tf.saved_model.load`` and ``keras.models.load_model``."""
+def write_saved_model(net, folder: Path, output: str) -> None:
+    """SavedModel with a ``serving_default`` signature ``image -> {output: ...}`` (``"logits"`` or
+    ``"probabilities"``); loads with ``tf.saved_model.load`` and ``keras.models.load_model``."""
     from tf_lth.keras2 import tf
     spec = tf.TensorSpec([None, *net.input_shape[1:]], net.inputs[0].dtype, name=INPUT)
-    serve = tf.function(lambda image: {OUTPUT: net(image, training=False)}, input_signature=[spec])
+    serve = tf.function(lambda image: {output: net(image, training=False)}, input_signature=[spec])
     net.save(str(folder), save_format="tf", include_optimizer=False, signatures={"serving_default": serve})
 
 
 def child_main(folder: str) -> None:
     """The TensorFlow process of a JAX ticket's export (``python -m tf_lth.export <staged folder>``, from
-    :func:`tf_lth.export3.run_child`; here, not in export3, for the size limit): ``ticket.keras`` loaded on
-    the TensorFlow backend and held to JAX's logits, then the SavedModel and TFLite files; the new
-    ticket.json entries go to ``job.out.json``."""
+    :func:`tf_lth.export3.run_child`): ``ticket.keras`` loaded on the TensorFlow backend and held to JAX's
+    outputs, then the SavedModel and TFLite files; the new ticket.json entries go to ``job.out.json``."""
     import importlib
     tmp = Path(folder)
     job, arrays = json.loads((tmp / f"{JOB}.json").read_text()), dict(np.load(tmp / f"{JOB}.npz"))
@@ -151,40 +195,48 @@ def child_main(folder: str) -> None:
         importlib.import_module(module)
     from tf_lth.keras3 import keras
     net = keras.saving.load_model(tmp / KERAS_FILE, compile=False)
-    x, parent = arrays["x"], arrays["keras_logits"]
-    diff = float(np.max(np.abs(logits(net, x) - parent)))
+    x, parent = arrays["x"], arrays["keras_outputs"]
+    diff = float(np.max(np.abs(outputs_of(net, x) - parent)))
     if not diff <= 1e-5 * max(1.0, float(np.max(np.abs(parent)))):
-        raise TfLthError(f"{KERAS_FILE} on TensorFlow computes logits {diff:.3g} away from JAX's")
+        raise TfLthError(f"{KERAS_FILE} on TensorFlow computes outputs {diff:.3g} away from JAX's")
     if job["calibration"] is not None:
         job["calibration"] = (arrays["representative"], job["calibration"])
     info = {"formats": {}, "check": {"source": job.pop("source")}}
     test = (arrays["test_x"], arrays["test_y"]) if "test_x" in arrays else None
     tensorflow_half(info, tmp, net, x, parent, test, **job)
-    info["check"] = {"tensorflow_backend_max_abs_logit_diff": diff}
+    info["check"] = {"tensorflow_backend_max_abs_output_diff": diff}
     (tmp / f"{JOB}.out.json").write_text(json.dumps(info))
 
 
 def summary(info: dict) -> str:
-    """A table of a ticket.json: bytes, sparse storage, logit difference, accuracy, latency, ops."""
-    from tf_lth import quantize
+    """A ticket.json in a few lines: the ticket, the input it expects, a row per file (storage, bytes,
+    output difference, accuracy, latency), why a file is stored dense, and the formats left out."""
     p = info["parameters"]
     accuracy = f", Keras test accuracy {info['keras_test_accuracy']:.4f}" if "keras_test_accuracy" in info else ""
     lines = [f"{info['name']} round {info['round']}: {p['nonzero']:,} of {p['total']:,} weights non-zero "
              f"({100 * p['sparsity']:.1f}% sparse){accuracy}"]
-    table = [("format", "bytes", "x dense", "gzip", "sparse", "max|dlogit|", "acc", "us b1", "us b64", "x faster b1",
-              "resolver", "ops")]
-    for kind, r in ([("dense", info["dense"])] if "dense" in info else []) + list(info["formats"].items()):
+    if "range" in info.get("input", {}):
+        low, high = info["input"]["range"]
+        lines.append(f"input: float32 pixels in [{low:g}, {high:g}] ({info['input'].get('reason', '')})")
+    batches = [f"batch{b}" for b in info.get("benchmark", {}).get("batches", [])]
+    table = [("format", "file", "storage", "bytes", "x dense", "max|dout|", "test acc",
+              *(f"us b{b[5:]}" for b in batches), *(["x faster b1"] if batches else []))]
+    for kind, r in ([("dense fp32", info["dense"])] if "dense" in info else []) + list(info["formats"].items()):
         lat, speed = r.get("latency_us", {}), r.get("speedup_vs_dense", {})
-        table.append((kind, f"{r['bytes']:,}", _fmt(r.get("bytes_vs_dense"), ".3f"), f"{r['gzip_bytes']:,}",
-                      {True: "yes", False: "no"}.get(r.get("sparse"), ""), _fmt(r.get("max_abs_logit_diff"), ".1e"),
-                      _fmt(r.get("test_accuracy"), ".4f"), _fmt(lat.get("batch1"), ".1f"),
-                      _fmt(lat.get("batch64"), ".1f"), _fmt(speed.get("batch1"), ".2f"), r.get("resolver", ""),
-                      ",".join(r.get("ops", []))))
+        if kind == "dense fp32":
+            lat = lat.get("AUTO", lat.get("BUILTIN_WITHOUT_DEFAULT_DELEGATES", {})) if lat else {}
+        storage = r.get("storage", {True: "sparse", False: "dense"}.get(r.get("sparse"), ""))
+        table.append((kind, "(reference)" if kind == "dense fp32" else r.get("path", ""), storage, f"{r['bytes']:,}",
+                      _fmt(r.get("bytes_vs_dense"), ".3f"), _fmt(field(r, "max_abs_output_diff"), ".1e"),
+                      _fmt(r.get("test_accuracy"), ".4f"), *(_fmt(lat.get(b), ".1f") for b in batches),
+                      *([_fmt(speed.get("batch1"), ".2f")] if batches else [])))
     lines.append(format_table(table))
-    lines += [quantize.note(kind, r) for kind, r in info["formats"].items() if kind in quantize.FORMATS]
-    for resolver, lat in info.get("dense", {}).get("latency_us", {}).items():
-        lines.append(f"dense fp32 with {resolver}: {lat['batch1']:.1f} us at batch 1, "
-                     f"{lat['batch64']:.1f} us at batch 64")
+    for kind, r in info["formats"].items():
+        choice = r.get("storage_choice")
+        if choice and r.get("storage") == "dense":
+            lines.append(f"{r['path']} is stored dense: {choice['why']}")
+    lines += [full_integer_note(kind, r) for kind, r in info["formats"].items() if "calibration" in r]
+    lines += [f"left out: {kind}: {reason}" for kind, reason in info.get("failed", {}).items()]
     return "\n".join(lines)
 
 
@@ -198,7 +250,7 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-__all__ = ["export_ticket", "default_path", "stripped", "weight_stats", "staged_dir", "summary", "format_table",
+__all__ = ["export_ticket", "default_path", "stripped", "write_saved_model", "weight_stats", "staged_dir", "summary", "format_table",
            "child_main"]
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 :func:`export_keras3` saves the masked model (its layers write their effective weights, masks hidden),
 loads it back as the stripped ticket (``clone_model`` cannot copy a subclassed model) and re-saves that
 without optimizer as ``ticket.keras``; its SavedModel comes from ``keras.export.ExportArchive``
-(``from_keras_model`` fails for subclassed models loaded from ``.keras``), then tf_keras' TFLite files,
-checks and ticket.json (:func:`write_tflite`). On JAX, jax2tf would give another graph (resource
-variables, unfolded BatchNormalization, twice the bytes), so a TensorFlow-backend child makes them from
-the file, held to JAX's logits (``docs/keras3_design.md`` §6); without TensorFlow, only ``ticket.keras``
+(``from_keras_model`` fails for subclassed models loaded from ``.keras``), then the TFLite files, checks
+and ticket.json both flavours share (:func:`tf_lth.export_formats.write_formats`). On JAX, jax2tf would
+give another graph (resource variables, unfolded BatchNormalization, twice the bytes), so a
+TensorFlow-backend child makes them from the file, held to JAX's outputs (``docs/keras3_design.md`` §6); without TensorFlow, only ``ticket.keras``
 and ticket.json. int8_qat needs TF-MOT (tf_keras only). The shared half lives here as export imports
 this module and a Keras 3 export must not load tf_keras; TensorFlow and Keras load inside functions.
 """
@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -27,23 +26,26 @@ import numpy as np
 from tf_lth.errors import TfLthError
 from tf_lth.io import staged_dir
 
-INPUT, OUTPUT = "image", "logits"
-CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite logits are compared on
+INPUT = "image"  # the SavedModel signature's input; its output is output_name(net)
+CHECK_EXAMPLES = 256  # the fixed batch Keras and TFLite outputs are compared on
 KERAS_FILE, JOB = "ticket.keras", "job"  # JOB: the JAX route's hand-over files (job.json, .npz, .out.json)
 QAT_REFUSED = ("int8_qat fine-tunes with TF-MOT's quantization-aware training, which takes tf_keras models only: "
                "export this Keras 3 ticket as int8_full instead (formats= / --formats)")
 
 
-def export_keras3(model, path: Path, *, name, round, dataset, formats, benchmark, sample, quantization) -> dict:
-    """Export the Keras 3 ticket ``model`` (masks installed) to ``path`` and return ticket.json;
-    ``dataset``: a :class:`~tf_lth.data.Dataset` (int8_full needs one) or ``(x_test, y_test)`` arrays."""
+def export_keras3(model, path: Path, *, name, round, dataset, formats, benchmark, sample, quantization,
+                  optimize_for, scale) -> dict:
+    """Export the Keras 3 ticket ``model`` (masks installed, or a plain model) to ``path`` and return
+    ticket.json; ``dataset``: a :class:`~tf_lth.data.Dataset` (int8_full needs one) or ``(x_test, y_test)``
+    arrays (in the model's pixel range, ``scale``: an :class:`~tf_lth.input_scale.InputScale`)."""
     from tf_lth.keras3 import backend, keras
     if "int8_qat" in formats or isinstance(dataset, str):
         raise TfLthError(QAT_REFUSED if "int8_qat" in formats else f"dataset {dataset!r} is a name, and loading "
                          "one needs tf_keras: pass a loaded tf_lth Dataset or (x_test, y_test) for a Keras 3 ticket")
-    data = dataset if hasattr(dataset, "arrays") else None
+    data = dataset.with_input_scale(scale.scale) if hasattr(dataset, "arrays") else None
     test = data.arrays("test") if data is not None else None if dataset is None else tuple(dataset)
-    job = {"formats": list(formats), "benchmark": benchmark, "quantization": {}, "calibration": None}
+    job = {"formats": list(formats), "benchmark": benchmark, "quantization": {}, "calibration": None,
+           "optimize_for": optimize_for}
     if "int8_full" in formats:  # quantize loads TensorFlow: only when asked for
         from tf_lth import quantize
         quantization = quantization or quantize.Options()
@@ -58,18 +60,20 @@ def export_keras3(model, path: Path, *, name, round, dataset, formats, benchmark
             float32_file(tmp / KERAS_FILE)
         net = keras.saving.load_model(tmp / KERAS_FILE, compile=False)
         net.save(tmp / KERAS_FILE)
-        x, source = check_batch(net, test, sample, getattr(data, "name", "dataset"))
-        keras_logits, ticket_logits = logits(net, x), logits(model, x)
-        diff = float(np.max(np.abs(keras_logits - ticket_logits)))  # the file computes what the ticket does
-        if not diff <= (2e-2 if mixed else 1e-5) * max(1.0, float(np.max(np.abs(ticket_logits)))):  # (float16: ~3 digits)
-            raise TfLthError(f"{KERAS_FILE} is {diff:.3g} from the ticket's logits on {source}: a layer saves wrong weights")
-        info = {"name": name, "round": round, "input": {"name": INPUT, "shape": [None, *x.shape[1:]], "dtype": "float32"},
-                "output": {"name": OUTPUT, "shape": [None, *keras_logits.shape[1:]]}, **weight_stats(net),
-                "check": {"source": source, "examples": len(x), "keras_file_max_abs_logit_diff": diff}}
+        shape = net.input_shape[1:] if hasattr(net, "inputs") else net.get_build_config()["input_shape"][1:]
+        x, source = check_batch(shape, test, sample, getattr(data, "name", "dataset"), scale)
+        keras_outputs, ticket_outputs = outputs_of(net, x), outputs_of(model, x)
+        diff = float(np.max(np.abs(keras_outputs - ticket_outputs)))  # the file computes what the ticket does
+        if not diff <= (2e-2 if mixed else 1e-5) * max(1.0, float(np.max(np.abs(ticket_outputs)))):  # (float16: ~3 digits)
+            raise TfLthError(f"{KERAS_FILE} is {diff:.3g} from the ticket's outputs on {source}: a layer saves wrong weights")
+        info = {"name": name, "round": round,
+                "input": {"name": INPUT, "shape": [None, *x.shape[1:]], "dtype": "float32", **scale.to_dict()},
+                "output": {"name": output_name(net), "shape": [None, *keras_outputs.shape[1:]]}, **weight_stats(net),
+                "check": {"source": source, "examples": len(x), "keras_file_max_abs_output_diff": diff}}
         if test is not None:
-            info["keras_test_accuracy"] = accuracy(logits(net, np.asarray(test[0], np.float32)), test[1])
+            info["keras_test_accuracy"] = accuracy(outputs_of(net, np.asarray(test[0], np.float32)), test[1])
         info["formats"] = {"keras": {"path": KERAS_FILE, **dir_bytes(tmp, [tmp / KERAS_FILE])}}
-        (tensorflow_half if backend() == "tensorflow" else run_child)(info, tmp, net, x, keras_logits, test, **job)
+        (tensorflow_half if backend() == "tensorflow" else run_child)(info, tmp, net, x, keras_outputs, test, **job)
         (tmp / "ticket.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -95,43 +99,56 @@ def float32_file(path: Path) -> None:
             archive.writestr(n, content)
 
 
-def check_batch(net, test, sample, name: str) -> tuple[np.ndarray, str]:
-    """The fixed batch Keras and TFLite are compared on, and where it came from."""
+def check_batch(shape, test, sample, name: str, scale) -> tuple[np.ndarray, str]:
+    """The fixed batch Keras and TFLite are compared on (float32, in the model's pixel range ``scale``),
+    and where it came from: the test split's first :data:`CHECK_EXAMPLES`, ``sample``, or a seeded
+    uniform draw over the pixel range."""
     if test is not None:
         return np.asarray(test[0][:CHECK_EXAMPLES], np.float32), f"{name} test[:{CHECK_EXAMPLES}]"
     if sample is not None:
         return np.asarray(sample, np.float32), "sample"
-    shape = net.input_shape if hasattr(net, "inputs") else net.get_build_config()["input_shape"]
-    return np.random.default_rng(0).random((CHECK_EXAMPLES, *shape[1:])).astype(np.float32), "uniform [0, 1), seed 0"
+    low, high = scale.range
+    draw = np.random.default_rng(0).random((CHECK_EXAMPLES, *shape)).astype(np.float32)
+    return low + (high - low) * draw, f"uniform [{low:g}, {high:g}), seed 0"
 
 
-def logits(net, x, batch: int = 256) -> np.ndarray:
-    """``net``'s inference logits on ``x``, float32 numpy (either flavour, any backend)."""
+def outputs_of(net, x, batch: int = 256) -> np.ndarray:
+    """``net``'s inference outputs on ``x`` (logits or probabilities), float32 numpy (either flavour)."""
     return np.concatenate([np.asarray(net(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)])
 
 
-def tensorflow_half(info: dict, tmp: Path, net, x, keras_logits, test, *, formats, benchmark, quantization,
-                    calibration) -> None:
+def output_name(net) -> str:
+    """What ``net`` outputs, as the SavedModel signature and ticket.json name it: ``"probabilities"`` when its
+    last layer ends in a softmax or sigmoid, else ``"logits"`` (the networks here all end in logits)."""
+    last = net.layers[-1] if getattr(net, "layers", None) else None
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    kinds = {cls.__name__ for cls in type(last).__mro__} if last is not None else set()
+    return "probabilities" if activation in ("softmax", "sigmoid") or "Softmax" in kinds else "logits"
+
+
+def tensorflow_half(info: dict, tmp: Path, net, x, keras_outputs, test, *, formats, benchmark, quantization,
+                    calibration, optimize_for) -> None:
     """The SavedModel and TFLite files of the plain Keras 3 model ``net`` (TensorFlow backend) in ``tmp``."""
     import tensorflow as tf
+    from tf_lth.export_formats import write_formats
     from tf_lth.keras3 import keras
     from tf_lth.quantize import Options
-    archive, saved = keras.export.ExportArchive(), tmp / "saved_model"
+    archive, saved, output = keras.export.ExportArchive(), tmp / "saved_model", output_name(net)
     archive.track(net)
-    archive.add_endpoint("serving_default", lambda image: {OUTPUT: net(image, training=False)},
+    archive.add_endpoint("serving_default", lambda image: {output: net(image, training=False)},
                          input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.float32, name=INPUT)])
     archive.write_out(str(saved), verbose=False)
     if "saved_model" in formats:
         info["formats"]["saved_model"] = {"path": "saved_model", **dir_bytes(saved)}
-    write_tflite(info, tmp, saved, net, x, keras_logits, test, formats, quantization=Options(**quantization),
-                 benchmark=benchmark, calibration=calibration)
+    write_formats(info, tmp, saved, net, x, keras_outputs, test, formats, quantization=Options(**quantization),
+                  benchmark=benchmark, calibration=calibration, optimize_for=optimize_for)
     if "saved_model" not in formats:
         shutil.rmtree(saved)
 
 
-def run_child(info: dict, tmp: Path, net, x, keras_logits, test, **job) -> None:
+def run_child(info: dict, tmp: Path, net, x, keras_outputs, test, **job) -> None:
     """:func:`tensorflow_half` in ``python -m tf_lth.export <tmp>`` (:func:`tf_lth.export.child_main`) on the
-    TensorFlow backend, from ``ticket.keras`` and held to this process's logits. The modules of the model's
+    TensorFlow backend, from ``ticket.keras`` and held to this process's outputs. The modules of the model's
     own classes are imported there first (this process's ``sys.path``), so they cannot be ``__main__``."""
     from importlib.util import find_spec
     from tf_lth.keras3 import environment_for_children
@@ -142,7 +159,7 @@ def run_child(info: dict, tmp: Path, net, x, keras_logits, test, **job) -> None:
     if own := sorted(c.__name__ for c in classes if c.__module__ == "__main__"):
         raise TfLthError(f"{', '.join(own)} is defined in __main__, which the TensorFlow process that exports a JAX "
                          "ticket cannot import: define it in a module")
-    arrays = {"x": x, "keras_logits": keras_logits, **({"test_x": test[0], "test_y": test[1]} if test else {}),
+    arrays = {"x": x, "keras_outputs": keras_outputs, **({"test_x": test[0], "test_y": test[1]} if test else {}),
               **({"representative": job["calibration"][0]} if job["calibration"] else {})}
     job["calibration"] = job["calibration"] and job["calibration"][1]
     np.savez(tmp / f"{JOB}.npz", **arrays)
@@ -162,27 +179,6 @@ def run_child(info: dict, tmp: Path, net, x, keras_logits, test, **job) -> None:
         (tmp / f"{JOB}{suffix}").unlink()
 
 
-def write_tflite(info: dict, tmp: Path, saved: Path, net, x, keras_logits, test, formats, *, data=None,
-                 quantization=None, benchmark: bool = True, calibration=None) -> None:
-    """Both flavours' TFLite files of ``formats`` from the SavedModel ``saved`` into ``tmp``, each held to
-    ``keras_logits`` on ``x`` (one line if not); their ticket.json entries, the dense one's, latency."""
-    from tf_lth import quantize, tflite
-    kinds = [f for f in tflite.TFLITE if f in formats]
-    if not kinds:
-        return
-    files = {"dense": (dense := tflite.convert(saved, "dense"))}
-    info["dense"] = {"bytes": len(dense), "gzip_bytes": gzip_len(dense), **tflite.inspect_tflite(dense)}
-    for kind in kinds:  # a full-integer file is checked against the model it is converted from
-        files[kind], reference, extra = (
-            quantize.convert(kind, net, saved, data, x, keras_logits, quantization, calibration)
-            if kind in quantize.FORMATS else (tflite.convert(saved, kind), keras_logits, {}))
-        (tmp / tflite.TFLITE[kind][0]).write_bytes(files[kind])
-        info["formats"][kind] = {**tflite_report(kind, files[kind], info["dense"], reference, x, test), **extra}
-        tflite.verify(kind, info["formats"][kind], info["check"]["source"])
-    if benchmark:
-        add_latency(info, files, x.shape[1:], x.dtype)
-
-
 def weight_stats(model) -> dict:
     """Parameter counts (total, non-zero) and per-weight sparsity of a plain Keras model (either flavour)."""
     layers, total, nonzero = {}, 0, 0
@@ -200,45 +196,12 @@ def accuracy(logits, y) -> float:
     return round(float(np.mean(np.argmax(logits, -1) == np.asarray(y))), 6)
 
 
-def tflite_report(kind: str, model: bytes, dense: dict, keras_logits, x, test) -> dict:
-    """ticket.json's entry for one TFLite file: bytes vs dense, sparse check, resolver, logits vs Keras."""
-    from tf_lth import tflite
-    interpreter, resolver, logits, problems = tflite.run_checked(kind, model, x, keras_logits)
-    report = {"bytes": len(model), "gzip_bytes": gzip_len(model), "bytes_vs_dense": round(len(model) / dense["bytes"], 4),
-              "gzip_vs_dense": round(gzip_len(model) / dense["gzip_bytes"], 4), **tflite.inspect_tflite(model),
-              "resolver": resolver, "resolver_problems": problems, **tflite.compare_logits(kind, logits, keras_logits)}
-    if test is not None:
-        report["test_accuracy"] = accuracy(tflite.run_tflite(interpreter, np.asarray(test[0], x.dtype)), test[1])
-    return report
-
-
-def add_latency(info: dict, files: dict, input_shape, dtype) -> None:
-    """Latency of each format (its resolver) and of the dense file (every resolver); speed-up = dense / format."""
-    from tf_lth import tflite
-    jobs = {("dense", r.name): (files["dense"], r.name) for r in tflite.RESOLVERS}
-    jobs.update({(kind, None): (files[kind], info["formats"][kind]["resolver"]) for kind in files if kind != "dense"})
-    started = time.perf_counter()
-    latency = tflite.benchmark(jobs, input_shape, dtype)
-    info["dense"]["latency_us"] = {r.name: latency[("dense", r.name)] for r in tflite.RESOLVERS}
-    for kind in files.keys() - {"dense"}:
-        report = info["formats"][kind]
-        report["latency_us"] = latency[(kind, None)]
-        dense = info["dense"]["latency_us"][report["resolver"]]
-        report["speedup_vs_dense"] = {b: round(dense[b] / t, 3) for b, t in report["latency_us"].items()}
-    info["benchmark"] = {"threads": 1, "batches": list(tflite.BENCH_BATCHES),
-                         "seconds": round(time.perf_counter() - started, 2),
-                         "method": "median over interleaved chunks of repeated invokes, random input"}
-
-
-def gzip_len(content: bytes) -> int:
-    return len(gzip.compress(content, mtime=0))
-
-
 def dir_bytes(folder: Path, files=None) -> dict:
     """Bytes and gzipped bytes of ``files`` (default: every file under ``folder``)."""
     files = [p for p in sorted(folder.rglob("*")) if p.is_file()] if files is None else files
-    return {"bytes": sum(p.stat().st_size for p in files), "gzip_bytes": sum(gzip_len(p.read_bytes()) for p in files)}
+    return {"bytes": sum(p.stat().st_size for p in files),
+            "gzip_bytes": sum(len(gzip.compress(p.read_bytes(), mtime=0)) for p in files)}
 
 
-__all__ = ["export_keras3", "write_tflite", "weight_stats", "staged_dir", "tflite_report", "add_latency", "check_batch",
-           "logits", "accuracy", "gzip_len", "dir_bytes", "float32", "float32_file", "INPUT", "OUTPUT", "CHECK_EXAMPLES", "KERAS_FILE"]
+__all__ = ["export_keras3", "weight_stats", "staged_dir", "check_batch", "outputs_of", "output_name", "accuracy",
+           "dir_bytes", "float32", "float32_file", "INPUT", "CHECK_EXAMPLES", "KERAS_FILE"]

@@ -85,6 +85,9 @@ def masked_class(base):
             return base.call(self, *args, **kwargs)
 
     def save_own_variables(self, store):
+        hook = self.__dict__.get("_lth_on_save")
+        if hook is not None:
+            hook()
         with _plain_lists(self, effective_values=True):
             base.save_own_variables(self, store)
 
@@ -172,6 +175,12 @@ def is_masked(layer) -> bool:
     return "_lth_views" in layer.__dict__
 
 
+def set_save_hook(layer, callback) -> None:
+    """``callback()`` runs before the masked ``layer`` saves its variables (a weak hold on nothing: the
+    ticket's bound method; a layer outliving its ticket keeps it alive, as its masks do)."""
+    object.__setattr__(layer, "_lth_on_save", callback)
+
+
 def set_views(layer, views: list) -> None:
     """Record the layer's pruned weights and masks, and swap its class (call masks, save is plain)."""
     object.__setattr__(layer, "_lth_views", views)
@@ -179,4 +188,4 @@ def set_views(layer, views: list) -> None:
 
 
 __all__ = ["PRUNED_NAMES", "effective", "masked_class", "layers_of", "prunable", "add_masks", "recording",
-           "is_masked", "set_views", "to_numpy", "plain_values"]
+           "is_masked", "set_save_hook", "set_views", "to_numpy", "plain_values"]

@@ -11,6 +11,7 @@ rewinds the weights, writes the masks and gives the optimizer a fresh state.
 from __future__ import annotations
 
 import functools
+import weakref
 import zlib
 from dataclasses import replace
 
@@ -20,9 +21,20 @@ from tf_lth import controls, flavours
 from tf_lth import masks as masks_lib
 from tf_lth import rates as rates_lib
 from tf_lth.config import TicketConfig
-from tf_lth.errors import TfLthError
+from tf_lth.errors import TfLthError, warn
 from tf_lth import rewind as rewind_lib
 from tf_lth.rewind import survivor_values
+
+# id(ticket.model) -> the ticket: export_ticket(model) and a Keras 3 model.save() ask whether the model
+# sits at a rewind point (see LotteryTicket.rewound_warning)
+_TICKETS: dict[int, weakref.ref] = {}
+
+
+def ticket_of(model) -> "LotteryTicket | None":
+    """The live :class:`LotteryTicket` whose ``model`` is ``model``, if any."""
+    ticket = _TICKETS.get(id(model), lambda: None)()
+    return ticket if ticket is not None and ticket.model is model else None
+
 
 class LotteryTicket:
     """Find a winning ticket of ``model`` with ``model.fit``.
@@ -52,6 +64,11 @@ class LotteryTicket:
         self.steps: dict[int, list] = {0: [0, None]}
         self.pending_step: int | None = None  # the step the next fit starts from (set once per round)
         self.start_weights: list[np.ndarray] | None = None  # lr/finetune: the trained weights rewound from
+        # what the model's weights are: "rewound" (θ0 or a rewind point, untrained), "training", "trained";
+        # and the last trained round that next_round rewound away from: (round, masks, weights)
+        self.holds, self.last_trained = "rewound", None
+        _TICKETS[id(self.model)] = weakref.ref(self)
+        self.masked.on_save(self.rewound_warning)
         layers = {k: (layer.name, rates_lib.kind(type(layer).__name__)) for k, layer in self.masked.layers.items()}
         self.rates = rates_lib.layer_rates(layers, self.masked.output_layer_names(), self.config.rate,
                                            self.config.rates, layerwise=self.config.scope == "layerwise")
@@ -83,6 +100,8 @@ class LotteryTicket:
                 f"rewind {self.rewind} needs θk: train round 0 with ticket.callback() for at least "
                 f"{self.rewind.iteration} steps before next_round()")
         final = self.masked.weights()
+        if self.holds == "trained":
+            self.last_trained = (self.round, dict(self.masks), final)
         self.masks.update(self.draw_masks(final))
         ended = self.steps.get(self.round, [0, None])[1]
         self.round += 1
@@ -146,6 +165,7 @@ class LotteryTicket:
                                         lambda i=i: draws()[i], rng)
         self._write_masks()
         self.masked.assign(values)
+        self.holds = "rewound"
 
     def _write_masks(self) -> None:
         """Masks (and θ0 as the frozen values of pruned weights) into the variables the model reads."""
@@ -202,6 +222,7 @@ class LotteryTicket:
         the first ``fit`` of a round puts the optimizer at the round's start step (not when ``fresh`` is
         False: a round resumed from a checkpoint has its optimizer state restored)."""
         self.masked.apply_masks()
+        self.holds = "training"
         opt = getattr(self.model, "optimizer", None)  # Keras 3: none before compile
         if fresh and self.pending_step is not None and opt is not None:
             opt.iterations.assign(self.pending_step)
@@ -210,10 +231,48 @@ class LotteryTicket:
     def finish_round(self, metrics: dict, curve: list[dict], step: int | None = None) -> None:
         """Record a trained round: its metrics and curve, and the optimizer step it ended at."""
         self.masked.apply_masks()  # after fit's finalize_variable_values (EMA averages copied in)
+        self.holds = "trained"
         entry = {"round": self.round, "weights_remaining": self.weights_remaining, **metrics, "curve": curve}
         self.history = [h for h in self.history if h["round"] != self.round] + [entry]
         if step is not None:
             self.steps[self.round] = [self.steps.get(self.round, [0, None])[0], int(step)]
+
+    # -- the trained ticket -------------------------------------------------------------------
+    @property
+    def at_rewind_point(self) -> bool:
+        """Whether the model holds untrained weights: θ0 before round 0 trains, or the rewound weights of a
+        round that ``next_round`` prepared and ``fit`` has not trained yet."""
+        return self.holds == "rewound"
+
+    def trained_weights(self, round: int | None = None) -> tuple[int, dict, list[np.ndarray]]:
+        """``(round, masks, weights)`` of the trained round the model holds, or of the last one :meth:`next_round`
+        rewound away from (kept: one copy of the weights); ``round``: which (default: the latest)."""
+        held = (self.round, dict(self.masks), self.get_weights()) if self.holds == "trained" else None
+        for candidate in (held, self.last_trained):
+            if candidate is not None and round in (None, candidate[0]):
+                return candidate
+        kept = [str(c[0]) for c in (held, self.last_trained) if c is not None]
+        what = f"round {round} is" if round is not None else "no round is"
+        raise TfLthError(f"{what} trained and in memory (this ticket keeps round(s) {', '.join(kept) or 'none'}): "
+                         "train a round first, or save each round with save_ticket and load_ticket(folder, round=k)")
+
+    def trained_model(self, round: int | None = None):
+        """A plain Keras model of the ticket's flavour (no masks, no wrappers) with the trained weights of
+        ``round`` (default: the latest trained one, also after :meth:`next_round`), pruned entries zero:
+        what to ``save`` or export as the ticket."""
+        return self.masked.plain_copy(self.trained_weights(round)[2])
+
+    def rewound_warning(self, action: str = "saving") -> None:
+        """Warn (one line) when the model is about to be saved or exported while it holds untrained weights."""
+        if not self.at_rewind_point:
+            return
+        if self.last_trained is None and not self.history:
+            what = "θ0" if self.round == 0 else f"round {self.round}'s masks over its rewound weights"
+            warn(f"{action} ticket.model while it holds untrained weights ({what}; no round is trained yet)")
+            return
+        latest = self.last_trained[0] if self.last_trained else max(h["round"] for h in self.history)
+        warn(f"{action} ticket.model while it holds round {self.round}'s rewound weights, not trained ones: "
+             f"use ticket.trained_model() (round {latest}, the last trained) or export_ticket(ticket)")
 
     @property
     def weights_remaining(self) -> float:

@@ -180,6 +180,20 @@ class MaskedModel:
         with self.scope():
             return keras.models.clone_model(self.source)
 
+    def plain_copy(self, values) -> "keras.Model":
+        """A plain copy of the source model (no wrappers) holding ``values`` (in :attr:`variables` order)."""
+        copy = self.clone_source()
+        start = 0
+        for layer in copy.layers:  # the wrapped model's layer order: its inner layers' weights, in turn
+            n = len(layer.weights)
+            layer.set_weights(values[start:start + n])
+            start += n
+        return copy
+
+    def on_save(self, callback) -> None:
+        """tf_keras tickets are saved through :func:`tf_lth.export_ticket` (which asks the ticket itself):
+        nothing to hook here."""
+
     def scope(self):  # where this model's variables are made (its distribution strategy's scope)
         return self.source.distribute_strategy.scope()
 

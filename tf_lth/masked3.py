@@ -31,7 +31,7 @@ from tf_lth.callbacks3 import Keras3TicketCallback
 from tf_lth.errors import TfLthError
 from tf_lth.keras3 import keras
 from tf_lth.layer_masks import (add_masks, effective, is_masked, layers_of, plain_values, prunable, recording,
-                                set_views, to_numpy)
+                                set_save_hook, set_views, to_numpy)
 
 class MaskedModel:
     """``source`` with masks on its prunable layers (in place: ``model is source``), indexed as
@@ -162,6 +162,18 @@ class MaskedModel:
     def clone_source(self):
         """A plain copy of the architecture with fresh weights (the swap classes build plain layers)."""
         return _copy(self.source, weights=False)
+
+    def plain_copy(self, values):
+        """A plain copy of the model (no masks) holding ``values`` (in :attr:`variables` order)."""
+        copy = self.clone_source()
+        copy.set_weights(values)
+        return copy
+
+    def on_save(self, callback) -> None:
+        """Call ``callback()`` whenever a masked layer is saved (``model.save``, ``save_weights``): the ticket
+        warns there if the model holds untrained weights."""
+        for layer in {id(layer): layer for layer in self.layers.values()}.values():
+            set_save_hook(layer, callback)
 
     def scope(self):
         return contextlib.nullcontext()

@@ -37,4 +37,17 @@ def native_noise_filtered():
             sys.stderr.flush()
 
 
-__all__ = ["NATIVE_NOISE", "native_noise_filtered"]
+def quiet_tensorflow():
+    """``import tensorflow`` without its native start-up lines (INFO logs off, the rest filtered) and with
+    CUDA probed at once, where the complaint of a CPU-only machine can be filtered, not at the first op.
+    It imports no Keras: which Keras ``tf.keras`` means is :mod:`tf_lth.keras2`'s business."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_noise_filtered():
+        import tensorflow as tf
+        tf.config.list_physical_devices("GPU")
+    return tf
+
+
+__all__ = ["NATIVE_NOISE", "native_noise_filtered", "quiet_tensorflow"]

@@ -35,11 +35,14 @@ def pair(separator: str, example: str):
     return parse
 
 
-def option(default=None, help: str = "", *, choices=None, parse=None, metavar=None, shown=None, flag=None):
+def option(default=None, help: str = "", *, choices=None, parse=None, metavar=None, shown=None, flag=None,
+           const=None):
     """A config field and its flag: ``shown`` is the default as help prints it (default: ``default``),
     ``choices`` a registry or tuple, ``parse`` the flag's type, ``flag`` the flag's name if not
-    ``--field-name`` (a boolean field gets ``--flag/--no-flag``)."""
-    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "shown": shown, "flag": flag}
+    ``--field-name`` (a boolean field gets ``--flag/--no-flag``), ``const`` the value of the flag given
+    without one (its value is then optional)."""
+    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "shown": shown, "flag": flag,
+            "const": const}
     return field(default=default, metadata=meta)
 
 
@@ -100,4 +103,6 @@ def add_flags(parser, cls, only=None, shown: dict | None = None, seen: set | Non
             kwargs["type"] = meta.get("parse") or str
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
+            if meta.get("const") is not None:
+                kwargs.update(nargs="?", const=meta["const"])
         parser.add_argument(flag, **kwargs)

@@ -137,7 +137,7 @@ class ThroughputLogic:
         self.last, done = now, int(self.model.optimizer.iterations.numpy()) - self.first
         rate = done / max(now - self.started, 1e-9)
         left = max(self.total - done, 0) / max(rate, 1e-9)  # an upper bound on a resumed round
-        self.log(f"{self.name}: epoch {epoch + 1}, {rate * self.batch_size:,.0f} examples/s, ETA {left / 60:.1f} min")
+        self.log(f"{self.name} {epoch + 1}: {rate * self.batch_size:,.0f} examples/s, the round's ETA {left / 60:.1f} min")
 
 
 def restore(ticket, checkpoint: Path, callback, optimizer_state=lambda opt: list(opt.variables)) -> int:
@@ -165,6 +165,18 @@ def restore(ticket, checkpoint: Path, callback, optimizer_state=lambda opt: list
     return int(meta["epoch"])
 
 
+class Metrics(dict):
+    """A round's metrics (what results.json records) and, not recorded, the work this call did:
+    ``steps_run`` optimizer steps in ``seconds`` (a resumed round trains only what the kill left)."""
+
+    steps_run: int = 0
+    seconds: float = 0.0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.steps_run * self.batch_size / max(self.seconds, 1e-9)
+
+
 def train_round(kit, ticket, data, training, *, seed: int = 0, round_: int | None = None, val=None, test=None,
                 checkpoint: Path | None = None, tensorboard: Path | None = None, verbose: int = 0,
                 may_stop: bool = False, callbacks: tuple = (), log=None) -> dict:
@@ -185,11 +197,12 @@ def train_round(kit, ticket, data, training, *, seed: int = 0, round_: int | Non
         first = epochs
     callbacks = [cb, *callbacks]
     if log is not None:
-        callbacks.append(kit.Throughput(f"round {round_}", training.batch_size, total, log))
+        callbacks.append(kit.Throughput("epoch", training.batch_size, total, log))
     if checkpoint is not None:
         callbacks.append(kit.EpochCheckpoint(ticket, checkpoint, cb))
     if tensorboard is not None:
         callbacks.append(kit.keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0))
+    started, first_step = time.perf_counter(), int(ticket.model.optimizer.iterations.numpy())
     if first < epochs:
         batch_seed = np.random.default_rng([seed, round_, zlib.crc32(b"batches")]).integers(2**31)
         train, steps = data.epochs(training.batch_size, epochs, seed=batch_seed, initial_epoch=first,
@@ -201,4 +214,7 @@ def train_round(kit, ticket, data, training, *, seed: int = 0, round_: int | Non
         cb.set_model(ticket.model)
         cb.on_train_end()
     entry = next(h for h in ticket.history if h["round"] == ticket.round)
-    return {k: v for k, v in entry.items() if k != "curve"}
+    metrics = Metrics((k, v) for k, v in entry.items() if k != "curve")
+    metrics.steps_run = max(int(ticket.model.optimizer.iterations.numpy()) - first_step, 0)
+    metrics.seconds, metrics.batch_size = time.perf_counter() - started, training.batch_size
+    return metrics

@@ -41,7 +41,6 @@ CALIBRATION_EXAMPLES = 300
 MIN_CALIBRATION = 100
 QAT_STEPS, QAT_BATCH, QAT_LEARNING_RATE = 300, 64, 1e-4
 KERNELS = ("kernel", "depthwise_kernel")  # the weights a ticket prunes and the TFLite ops' weight input
-FIX = "export without {kind} (formats= / --formats)"
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,11 @@ def unwrappable(net) -> list[str]:
 
 
 def representative_set(data, options: Options) -> np.ndarray:
-    """``options.calibration`` training images (float32 in [0, 1]) drawn without replacement by
-    ``options.seed``: what the converter measures activation ranges on."""
-    from tf_lth import data as data_lib
+    """``options.calibration`` training images (float32 in the dataset's pixel range) drawn without
+    replacement by ``options.seed``: what the converter measures activation ranges on."""
     x, y = data.split("train")
     rows = np.sort(np.random.default_rng(options.seed).choice(len(x), min(options.calibration, len(x)), replace=False))
-    return data_lib.normalize(x[rows], y[rows])[0].numpy()  # as the pipelines feed the model
+    return data.normalize(x[rows], y[rows])[0].numpy()  # as the pipelines feed the model
 
 
 def qat_model(net, data, options: Options):
@@ -141,13 +139,12 @@ def zeros_kept(kind: str, ticket, tflite_kernels) -> dict:
     for name, k in ticket:
         match = next((i for i, (_, t) in enumerate(left) if t.shape == k.shape), None)
         if match is None:
-            raise TfLthError(f"the {kind} TFLite file has no kernel shaped like {name}'s {list(k.shape)}: "
-                             f"{FIX.format(kind=kind)}")
+            raise TfLthError(f"the {kind} TFLite file has no kernel shaped like {name}'s {list(k.shape)}")
         t = left.pop(match)[1]
         filled = int(np.count_nonzero((k == 0) & (t != 0)))
         if filled:
             raise TfLthError(f"the {kind} TFLite file has {filled} non-zero weights where the ticket's {name} "
-                             f"has zeros (its sparsity is lost): {FIX.format(kind=kind)}")
+                             f"has zeros (its sparsity is lost)")
         ticket_zeros, file_zeros = ticket_zeros + int(np.sum(k == 0)), file_zeros + int(np.sum(t == 0))
     return {"ticket": ticket_zeros, "tflite": file_zeros, "tflite_from_rounding": file_zeros - ticket_zeros}
 
@@ -165,59 +162,55 @@ def integer_report(kind: str, model: bytes, int8_io: bool) -> dict:
     if not found or not_int8 or any(side["dtype"] != wanted for side in io.values()):
         raise TfLthError(f"the {kind} TFLite file is not full-integer as asked (ops whose weights or outputs "
                          f"are not int8: {', '.join(not_int8) or 'none'}; input {io['input']['dtype']}, output "
-                         f"{io['output']['dtype']}, asked {wanted}): {FIX.format(kind=kind)}")
+                         f"{io['output']['dtype']}, asked {wanted})")
     return {**io, "kernel_dtypes": sorted({k.dtype.name for _, k, _ in found}),
             "activation_dtypes": sorted({out for _, _, out in found}), "kernels": [(n, k) for n, k, _ in found]}
 
 
-def convert(kind: str, net, saved, data, x, keras_logits, options: Options,
-            calibration=None) -> tuple[bytes, np.ndarray, dict]:
-    """``(TFLite bytes, reference logits on x, report entries)`` of full-integer format ``kind`` of the
-    stripped ticket ``net`` (``saved``: its SavedModel). ``int8_full``'s reference is the ticket's logits
-    ``keras_logits``; ``int8_qat``'s is its QAT Keras model's, what the file must compute.
-    ``calibration``: ``(representative set, split name)`` drawn already (a JAX ticket's export draws
-    it before handing over to its TensorFlow process, which has no ``data``)."""
-    representative, split = calibration or (representative_set(data, options), f"{data.name} train")
-    ticket = keras_kernels(net)
-    report = {"calibration": {"examples": len(representative), "split": split, "seed": options.seed}}
-    source, reference = saved, keras_logits
-    if kind == "int8_qat":
-        source = qat_model(net, data, options)
-        qat = keras_kernels(source)
-        changed = [name for (name, a), (_, b) in zip(ticket, qat) if not np.array_equal(a == 0, b == 0)]
-        if changed or len(qat) != len(ticket):
-            raise TfLthError(f"QAT changed the ticket's zeros in {', '.join(changed) or 'its kernels'} "
-                             f"(TF-MOT's prune-preserving scheme failed): {FIX.format(kind=kind)}")
-        reference = np.concatenate([source(x[i:i + 256], training=False).numpy() for i in range(0, len(x), 256)])
-        test_x, test_y = data.arrays("test")
-        test_logits = source.predict(test_x, batch_size=256, verbose=0)
-        report["qat"] = {"steps": options.qat_steps, "batch": options.qat_batch, "optimizer": "Adam",
-                         "learning_rate": options.qat_learning_rate, "zeros": sum(int(np.sum(k == 0)) for _, k in qat),
-                         "keras_test_accuracy": round(float(np.mean(test_logits.argmax(-1) == test_y)), 6),
-                         "argmax_agreement_with_ticket": round(float(np.mean(
-                             reference.argmax(-1) == keras_logits.argmax(-1))), 6),
-                         "reference": "the QAT Keras model (the file is checked against it)"}
-    model = tflite.convert(source, kind, representative, options.int8_io)
-    integer = integer_report(kind, model, options.int8_io)
-    report.update({k: v for k, v in integer.items() if k != "kernels"})
-    report["zeros"] = zeros_kept(kind, ticket, integer["kernels"])
-    return model, reference, report
+class FullInteger:
+    """A full-integer format of the stripped ticket ``net`` (``saved``: its SavedModel), ready to convert
+    with its weights stored sparse or dense (:meth:`convert`): the representative set drawn and, for
+    ``int8_qat``, the QAT fine-tune done once. :attr:`reference` is what the file is checked against:
+    the ticket's outputs ``keras_logits`` on ``x`` for ``int8_full``, its QAT Keras model's for
+    ``int8_qat``; :attr:`report` holds the calibration and QAT entries of ticket.json. ``calibration``:
+    ``(representative set, split name)`` drawn already (a JAX ticket's export draws it before handing
+    over to its TensorFlow process, which has no ``data``)."""
 
+    def __init__(self, kind: str, net, saved, data, x, keras_logits, options: Options, calibration=None):
+        self.kind, self.options = kind, options
+        self.representative, split = calibration or (representative_set(data, options), f"{data.name} train")
+        self.ticket = keras_kernels(net)
+        self.report = {"calibration": {"examples": len(self.representative), "split": split, "seed": options.seed}}
+        self.source, self.reference = saved, keras_logits
+        if kind == "int8_qat":
+            self.source = qat_model(net, data, options)
+            qat = keras_kernels(self.source)
+            changed = [name for (name, a), (_, b) in zip(self.ticket, qat) if not np.array_equal(a == 0, b == 0)]
+            if changed or len(qat) != len(self.ticket):
+                raise TfLthError(f"QAT changed the ticket's zeros in {', '.join(changed) or 'its kernels'} "
+                                 "(TF-MOT's prune-preserving scheme failed)")
+            self.reference = np.concatenate([self.source(x[i:i + 256], training=False).numpy()
+                                             for i in range(0, len(x), 256)])
+            test_x, test_y = data.arrays("test")
+            test_logits = self.source.predict(test_x, batch_size=256, verbose=0)
+            self.report["qat"] = {
+                "steps": options.qat_steps, "batch": options.qat_batch, "optimizer": "Adam",
+                "learning_rate": options.qat_learning_rate, "zeros": sum(int(np.sum(k == 0)) for _, k in qat),
+                "keras_test_accuracy": round(float(np.mean(test_logits.argmax(-1) == test_y)), 6),
+                "argmax_agreement_with_ticket": round(float(np.mean(
+                    self.reference.argmax(-1) == keras_logits.argmax(-1))), 6),
+                "reference": "the QAT Keras model (the file is checked against it)"}
 
-def note(kind: str, report: dict) -> str:
-    """The export summary's lines on a full-integer file: calibration, I/O, zeros kept, QAT fine-tune."""
-    z, c = report["zeros"], report["calibration"]
-    text = (f"{kind}: calibrated on {c['examples']} {c['split']} examples (seed {c['seed']}), "
-            f"{report['input']['dtype']} I/O; the ticket's {z['ticket']:,} zeros kept "
-            f"(+{z['tflite_from_rounding']:,} rounded to 0)")
-    if "qat" in report:
-        q = report["qat"]
-        text += (f"\n{kind}: QAT {q['steps']} steps (Adam {q['learning_rate']:g}, batch {q['batch']}), QAT Keras "
-                 f"test accuracy {q['keras_test_accuracy']:.4f}, argmax = ticket's on "
-                 f"{100 * q['argmax_agreement_with_ticket']:.1f}% of the check batch")
-    return text
+    def convert(self, sparse: bool = True) -> tuple[bytes, dict]:
+        """``(TFLite bytes, report entries)``, the weights stored sparse or dense; one line if the file is
+        not full-integer as asked or lost a zero of the ticket."""
+        model = tflite.convert(self.source, self.kind, self.representative, self.options.int8_io, sparse=sparse)
+        integer = integer_report(self.kind, model, self.options.int8_io)
+        report = {**self.report, **{k: v for k, v in integer.items() if k != "kernels"}}
+        report["zeros"] = zeros_kept(self.kind, self.ticket, integer["kernels"])
+        return model, report
 
 
 __all__ = ["FORMATS", "CALIBRATION_EXAMPLES", "MIN_CALIBRATION", "QAT_STEPS", "QAT_BATCH", "QAT_LEARNING_RATE",
            "Options", "check", "unwrappable", "representative_set", "qat_model", "keras_kernels", "zeros_kept",
-           "integer_report", "convert", "note"]
+           "integer_report", "FullInteger"]

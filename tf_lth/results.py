@@ -150,16 +150,21 @@ def compare_table(runs: list[dict], names: list[str], metric: str) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_LEGEND = ("best_it: iteration of minimum validation loss (the early-stopping point); test@best: test accuracy "
+                  "there; supermask: the round's masks over the untrained weights as signed constants (Zhou et al.); "
+                  "controls: test accuracy at the end")
+
+
 def summary_table(results: list, controls: tuple) -> str:
-    """The end-of-run table: one line per round (smask_sc: untrained supermask over signed constants)."""
-    head = f"{'round':>5} {'remain%':>8} {'test':>7} {'es_iter':>8} {'es_test':>8} {'smask_sc':>9}"
+    """The end-of-run table: one line per round, and a line saying what the columns are."""
+    head = f"{'round':>5} {'weights%':>8} {'test':>7} {'best_it':>8} {'test@best':>9} {'supermask':>9}"
     head += "".join(f" {c:>14}" for c in controls)
     lines = [head]
     for r in results:
         line = (f"{r['round']:>5} {100 * r['weights_remaining']:>8.2f} {r['test_accuracy']:>7.4f} "
-                f"{r['early_stop_iteration']:>8} {r['early_stop_test_accuracy']:>8.4f} "
+                f"{r['early_stop_iteration']:>8} {r['early_stop_test_accuracy']:>9.4f} "
                 f"{r['supermask_signed_constant_test_accuracy']:>9.4f}")
         line += "".join(f" {r['controls'][c]['test_accuracy']:>14.4f}" if c in r["controls"] else f" {'-':>14}"
                         for c in controls)
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join([*lines, SUMMARY_LEGEND])

@@ -69,6 +69,8 @@ def load(path, round: int | None = None, model=None, custom_objects=None) -> Lot
     if sorted(masks) != meta["kernels"]:
         raise TfLthError(f"{rd / 'masks.npz'} does not hold the masks of {', '.join(meta['kernels'])}")
     ticket.set_masks(masks, unnumbered(read_npz(rd / "weights.npz"), n, rd / "weights.npz"))
+    # a round saved after training holds its trained weights; one saved after next_round, its rewound ones
+    ticket.holds = "trained" if any(h["round"] == ticket.round for h in ticket.history) else "rewound"
     return ticket
 
 

@@ -57,6 +57,13 @@ def resolve(name: str) -> DatasetSpec:
     return (npz_spec if kind == "npz" else folder_spec)(name, Path(path).expanduser())
 
 
+def load_arrays(name: str, data_dir=None) -> tuple:
+    """``((x_train, y_train), (x_test, y_test))`` of any dataset ``name`` (registered, ``npz:PATH`` or
+    ``folder:PATH``) as uint8 numpy arrays, images ``(N, H, W, C)`` in 0-255, without TensorFlow (for Keras 3
+    on JAX, or any framework): no validation split is held out."""
+    return resolve(name).read(data_dir)
+
+
 def npz_headers(path: Path) -> dict[str, tuple[tuple, np.dtype]]:
     """``key -> (shape, dtype)`` of the four arrays of an npz, read from their headers alone."""
     if not path.is_file():
