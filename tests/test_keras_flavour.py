@@ -98,3 +98,13 @@ def test_the_keras3_path_loads_no_tf_keras_and_sets_no_flag():
             " os.environ.get('TF_USE_LEGACY_KERAS'))")
     out = fresh_python(code)
     assert out.strip().splitlines()[-1] == "[] None", out
+
+
+def test_the_tf_keras_path_loads_no_keras3_or_jax():
+    # TF-MOT's registry probe would load Keras 3 (and its scikit-learn and JAX imports), and TensorFlow's
+    # TFLite module JAX: ~200 MiB of work W's peak RSS. Both stay importable, and TFLite's JAX jit loads JAX
+    code = ("import sys; from tf_lth import callbacks, wrapper; from tensorflow.lite.python import lite\n"
+            "print([n for n in ('keras', 'jax', 'sklearn') if n in sys.modules], callable(lite._jit))\n"
+            "import keras; print(keras.__version__[:2], 'jax' in sys.modules)")
+    out = fresh_python(code).strip().splitlines()
+    assert out[-2:] == ["[] True", "3. True"], out

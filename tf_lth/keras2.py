@@ -4,8 +4,10 @@ TensorFlow >= 2.16 resolves ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS
 before ``tf.keras`` is first touched, so this module sets it and hands out ``tf_keras`` itself;
 the rest of tf-lth and its users import ``keras`` from here (``from tf_lth import keras``).
 """
+import contextlib
 import functools
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -33,6 +35,41 @@ def _import_quietly(name: str):
         return importlib.import_module(name)
 
 
+@contextlib.contextmanager
+def _absent(name: str):
+    """Inside, ``import name`` raises ImportError (unless ``name`` is loaded already); after, it works."""
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = None
+    try:
+        yield
+    finally:
+        if sys.modules.get(name, 0) is None:
+            del sys.modules[name]
+
+
+def _jit(*args, **kwargs):
+    from jax import jit  # loaded where TFLite's JAX converter is first used
+
+    return jit(*args, **kwargs)
+
+
+def _import_tensorflow():
+    """TensorFlow without JAX. Where JAX is installed (the test extra), TensorFlow's TFLite module
+    imports ``jax.jit`` at import for ``TFLiteConverter.experimental_from_jax``, which tf-lth never
+    uses: ~120 MiB of a tf_keras process's peak RSS. That converter gets a ``jit`` that imports
+    JAX on first use instead."""
+    if "tensorflow" in sys.modules or "jax" in sys.modules or importlib.util.find_spec("jax") is None:
+        return _import_quietly("tensorflow")
+    with _absent("jax"):
+        module = _import_quietly("tensorflow")
+    for name in ("tensorflow.lite.python.util", "tensorflow.lite.python.lite"):
+        if getattr(sys.modules.get(name), "_jit", 0) is None:
+            sys.modules[name]._jit = _jit
+    return module
+
+
 @functools.cache
 def has_gpu() -> bool:
     """Whether TensorFlow sees a GPU (asked once; CUDA's complaint on CPU-only machines is dropped)."""
@@ -45,9 +82,15 @@ class _KnownWarnings(logging.Filter):
         return not record.getMessage().startswith(PYTHON_NOISE)
 
 
-tf = _import_quietly("tensorflow")
+tf = _import_tensorflow()
 tf.get_logger().addFilter(_KnownWarnings())
 keras = _import_quietly("tf_keras")
+# TF-MOT's layer registry probes ``keras.src.engine`` (Keras 2.13's layout), which Keras 3 lacks: the
+# probe fails either way and TF-MOT takes tf_keras' base layer, but it first loads all of Keras 3 and,
+# where installed, the JAX and scikit-learn Keras 3 imports (~200 MiB of a tf_keras process's peak
+# RSS). Keras 3 stays importable, and loads where it is used.
+with _absent("keras"):
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402,F401
 from tf_keras.src.utils.tf_utils import can_jit_compile  # noqa: E402  (XLA usable on this platform)
 has_gpu()  # CUDA is probed now, where its complaint on CPU-only machines can be filtered, not at the first op
 
