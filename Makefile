@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test clean distclean
+.PHONY: venv demo test test-fast clean distclean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: venv
 TESTFLAGS ?= -n 2 --dist loadfile
 test: venv
 	$(BIN)/python -m pytest $(TESTFLAGS)
+
+# The inner loop: every test but those that train beyond a few steps or start a process (marked heavy).
+test-fast: venv
+	$(BIN)/python -m pytest $(TESTFLAGS) -m "not slow and not heavy"
 
 # Build artefacts and caches; the virtualenv, runs/ and saved_models/ are kept.
 clean:

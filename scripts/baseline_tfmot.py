@@ -11,7 +11,7 @@ the initial weights. TF-MOT ``prune_low_magnitude`` wrappers with a schedule tha
 rewind by ``set_weights``, a fresh optimizer (recompile) per level, float32 numpy arrays into
 ``fit``, ``evaluate`` on the test set after every epoch: plain Keras, no tricks. ``--dense`` trains
 the same schedule without wrappers or masks. The 5,000 held-out validation images are the ones
-tf-lth's runner holds out (``tf_lth.data.load``'s split), so both train on the same 55,000 images.
+tf-lth's runner holds out (``tf_lth.data.pipeline.load``'s split), so both train on the same 55,000 images.
 
 By default it uses Keras' defaults and imports nothing from tf-lth. ``--tuned`` keeps the same
 plain TF-MOT procedure (the standard wrapper, its own per-step mask op, ``UpdatePruningStep``) but
@@ -23,13 +23,13 @@ gives it the settings tf-lth's runner uses, each also a flag of its own:
                                 ``MAX_STEPS_PER_EXECUTION`` (100) of the steps it must stop at
                                 (``eval_every``, the rewind step); W has neither, so 100 (Keras
                                 still ends every execution at an epoch end)
-``--uint8-pipeline``            tf-lth's own input pipeline (``tf_lth.data``: uint8 arrays shared
+``--uint8-pipeline``            tf-lth's own input pipeline (``tf_lth.data.pipeline``: uint8 arrays shared
                                 with TensorFlow, batches gathered and normalised in ``tf.data``;
                                 the same split and loader as the runner), for training and test
 ``--eval-batch 1000``           the test pass at batch 1000 (Keras' default is 32)
 
-Only ``--uint8-pipeline`` and ``--steps-per-execution auto`` import tf-lth (``tf_lth.data``, and
-one public constant of ``tf_lth.training``): its engine, wrapper and callbacks are never used. Prints one JSON line: ``{"dense", "settings", "levels": [{"level",
+Only ``--uint8-pipeline`` and ``--steps-per-execution auto`` import tf-lth (``tf_lth.data.pipeline``, and
+one public constant of ``tf_lth.keras2.training``): its engine, wrapper and callbacks are never used. Prints one JSON line: ``{"dense", "settings", "levels": [{"level",
 "weights_remaining", "measured_weights_remaining", "test_accuracy"}, ...]}`` where
 ``measured_weights_remaining`` counts the non-zero weights of the pruned kernels after training.
 """
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     tuned.add_argument("--steps-per-execution", default="1", metavar="N|auto",
                        help="Keras' steps_per_execution; auto: the value tf-lth's runner picks for this schedule")
     tuned.add_argument("--uint8-pipeline", action="store_true",
-                       help="tf_lth.data's pipelines over the uint8 arrays instead of float32 arrays into fit")
+                       help="tf_lth.data.pipeline's pipelines over the uint8 arrays instead of float32 arrays into fit")
     tuned.add_argument("--eval-batch", type=int, help="batch size of the test pass (Keras' default: 32)")
     args = parser.parse_args(argv)
     if args.tuned:

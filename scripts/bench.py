@@ -15,7 +15,7 @@ w       Work W: LeNet-300-100 on Fashion-MNIST, SGD 0.1, batch 128, a dense roun
         per epoch, run as a fresh process four ways: tf-lth's runner (scripts/run_lth.py), the
         plain TF-MOT script (scripts/baseline_tfmot.py) with Keras' defaults ("tfmot"), the same
         script with the settings tf-lth uses ("tfmot-tuned", ``--tuned``: XLA step,
-        steps_per_execution 100, tf_lth.data's uint8 pipeline, test pass at batch 1000; TF-MOT's
+        steps_per_execution 100, tf_lth.data.pipeline's uint8 pipeline, test pass at batch 1000; TF-MOT's
         own wrapper, mask op and UpdatePruningStep: the strongest fair baseline) and the default
         script without wrappers (``--dense``). Repeat i runs all four with seed i, one after the
         other (interleaved, rotating who goes first). Wall time and peak RSS are the whole
@@ -229,8 +229,10 @@ def padded_rgb(ds, n: int):
 def runner_ticket(cfg, ds):
     """A ticket built and compiled exactly as tf-lth's runner does it for ``cfg`` (an
     ExperimentConfig; its model's recipe filled in), and the resolved config."""
-    from tf_lth import keras, networks, training
-    from tf_lth.lottery import LotteryTicket
+    from tf_lth import keras
+    from tf_lth.models import networks
+    from tf_lth.keras2 import training
+    from tf_lth.ticket.ticket import LotteryTicket
 
     cfg = cfg.resolved()
     keras.utils.set_random_seed(cfg.seed)
@@ -268,7 +270,9 @@ def alternate(sides: dict, reps: int) -> dict:
 
 
 def epoch_ratio(cfg, ds, reps: int) -> dict:
-    from tf_lth import keras, networks, training
+    from tf_lth import keras
+    from tf_lth.models import networks
+    from tf_lth.keras2 import training
 
     ticket, cfg = runner_ticket(cfg, ds)
     batch = cfg.training.batch_size
@@ -304,7 +308,7 @@ def epoch_ratio(cfg, ds, reps: int) -> dict:
 
 def w_config(**options):
     """W's LeNet-300-100 run as an ExperimentConfig (``options`` add to or override it)."""
-    from tf_lth.config import ExperimentConfig
+    from tf_lth.config.configs import ExperimentConfig
 
     return ExperimentConfig.from_dict({"dataset": "fashion_mnist", "optimizer": "sgd",
                                        "learning_rate": W["learning_rate"], "batch_size": W["batch_size"],
@@ -313,7 +317,7 @@ def w_config(**options):
 
 
 def part_epoch(args, ds) -> dict:
-    from tf_lth.config import ExperimentConfig
+    from tf_lth.config.configs import ExperimentConfig
 
     out = {"lenet_300_100": epoch_ratio(w_config(), ds, args.epoch_repeats)}
     conv = ExperimentConfig.from_dict({"model": "conv2", "dataset": "fashion_mnist", "controls": (), "export": ()})
@@ -341,9 +345,12 @@ def timed_calls(obj, methods, seconds: list) -> None:
 
 
 def part_ops(args, ds) -> dict:
-    from tf_lth import export, store, supermask, training
-    from tf_lth.callbacks import RoundProgress
-    from tf_lth.experiment import Experiment
+    from tf_lth import export
+    from tf_lth.ticket import store
+    from tf_lth.keras2 import supermask
+    from tf_lth.keras2 import training
+    from tf_lth.keras2.callback import RoundProgress
+    from tf_lth.runner.experiment import Experiment
 
     cfg = w_config(data_dir=args.data_dir, rounds=1, epochs=W["epochs"])
     times = {k: [] for k in ("prune (masks)", "rewind", "save", "epoch checkpoint", "supermask evals (2)")}
@@ -400,10 +407,11 @@ def part_ops(args, ds) -> dict:
 
 # -- 4. exported tickets -----------------------------------------------------------------------------------
 def part_tflite(args, ds) -> dict:
-    from tf_lth import export, keras, networks
-    from tf_lth.lottery import LotteryTicket
-    from tf_lth.tflite import BLOCK_STRUCTURES
-    from tf_lth.training import LOSS
+    from tf_lth import export, keras
+    from tf_lth.models import networks
+    from tf_lth.ticket.ticket import LotteryTicket
+    from tf_lth.export.tflite import BLOCK_STRUCTURES
+    from tf_lth.keras2.training import LOSS
 
     def train(model, epochs, callbacks=()):
         model.compile(optimizer=keras.optimizers.SGD(W["learning_rate"]), loss=LOSS, metrics=["accuracy"])
@@ -471,8 +479,11 @@ def device_name() -> str:
 
 def part_resnet20(args, ds) -> dict:
     """Seconds per epoch of a pruned ResNet-20 round against plain fit of the dense model (module docstring)."""
-    from tf_lth import data, keras, networks, training
-    from tf_lth.config import ExperimentConfig
+    from tf_lth import keras
+    from tf_lth import data
+    from tf_lth.models import networks
+    from tf_lth.keras2 import training
+    from tf_lth.config.configs import ExperimentConfig
 
     n = args.resnet_images
     # fitted as data.load(..., image_size=(32, 32), channels=3, resize="pad") fits them
@@ -544,9 +555,10 @@ def part_resnet20(args, ds) -> dict:
 def keras3_epoch_ratio(ds, reps: int) -> dict:
     """A Keras 3 round's epoch (the runner's build, compile and callback, after a pruning round) against plain
     Keras 3 ``fit`` of the dense model with the same compile settings, on the same pipeline, alternating."""
-    from tf_lth import networks, training3
+    from tf_lth.models import networks
+    from tf_lth.keras3 import training as training3
     from tf_lth.keras3 import keras
-    from tf_lth.lottery import LotteryTicket
+    from tf_lth.ticket.ticket import LotteryTicket
 
     cfg = w_config(keras=3).resolved()
     batch, steps = cfg.training.batch_size, training3.steps_per_epoch(ds, cfg.training)
@@ -634,8 +646,8 @@ def part_keras3(args, ds) -> dict:
 
 # -- 7. early-bird candidates ------------------------------------------------------------------------------
 def part_early_bird(args, ds) -> dict:
-    from tf_lth import stopping
-    from tf_lth.config import ExperimentConfig
+    from tf_lth.pruning import stopping
+    from tf_lth.config.configs import ExperimentConfig
 
     cfg = ExperimentConfig.from_dict({"dataset": "fashion_mnist", "eval_every": 100, "controls": (), "export": ()})
     ticket, cfg = runner_ticket(cfg, ds)

@@ -29,12 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import data, export, keras, models, networks, quantize, tflite  # noqa: E402
-from tf_lth.config import EXPORT_FORMATS, OPTIMIZERS  # noqa: E402
-from tf_lth.io import write_json  # noqa: E402
-from tf_lth.lottery import LotteryTicket  # noqa: E402
-from tf_lth.tflite import BLOCK_STRUCTURES  # noqa: E402
-from tf_lth.training import LOSS  # noqa: E402
+from tf_lth import export, keras  # noqa: E402
+from tf_lth import data
+from tf_lth.models import specs as models
+from tf_lth.models import networks
+from tf_lth.export import quantize
+from tf_lth.export import tflite
+from tf_lth.config.configs import EXPORT_FORMATS, OPTIMIZERS  # noqa: E402
+from tf_lth.util.io import write_json  # noqa: E402
+from tf_lth.ticket.ticket import LotteryTicket  # noqa: E402
+from tf_lth.export.tflite import BLOCK_STRUCTURES  # noqa: E402
+from tf_lth.keras2.training import LOSS  # noqa: E402
 
 QUANTIZED = ("tflite", "int8", "int8_full", "int8_qat")
 # training steps (batch of the model's recipe) before and after pruning: LeNet-300-100 two epochs of

@@ -6,15 +6,15 @@
                            [--supermask-remaining 80,..] [--supermask-epochs N] [--seed S]
 
 1. Train LeNet-300-100 dense once (Adam 1.2e-3, batch 60): record θ0 and θ_final.
-2. Criteria x survivors: for every mask criterion (tf_lth.masks.CRITERIA) and every survivors
-   action (tf_lth.rewind.SURVIVORS), prune ONE-SHOT from (θ0, θ_final) to each --remaining level
+2. Criteria x survivors: for every mask criterion (tf_lth.pruning.selection.CRITERIA) and every survivors
+   action (tf_lth.pruning.rewind.SURVIVORS), prune ONE-SHOT from (θ0, θ_final) to each --remaining level
    and retrain the ticket for E epochs (same batch order for all). The per-layer sparsity follows
    the paper's per-round keep rates (fc 0.8, output 0.9): the level is reached as k "rounds' worth"
    in one step, k real, i.e. fc keeps 0.8^k and the output layer 0.9^k of its weights.
    A small extra table compares the mask-0 action (pruned weights zero vs frozen at θ0).
 3. Supermask at init (no training): the large_final and large_final_same_sign masks (one-shot from
    θ_final) over θ0 ("original") and over sign(θ0)·σ ("signed_constant") at each
-   --supermask-remaining level, plus a random mask; and the learned supermask (tf_lth.supermask,
+   --supermask-remaining level, plus a random mask; and the learned supermask (tf_lth.keras2.supermask,
    Adam 0.1 on the scores, --supermask-epochs) over θ0 and over the signed constant.
 
 Writes to --output: results.json (everything), tables.md (the Markdown tables, also printed) and
@@ -37,14 +37,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import data as data_lib  # noqa: E402
-from tf_lth import masks as masks_lib  # noqa: E402
-from tf_lth import networks, supermask  # noqa: E402
-from tf_lth.io import write_json  # noqa: E402
+from tf_lth.data import pipeline as data_lib  # noqa: E402
+from tf_lth.pruning import selection as masks_lib  # noqa: E402
+from tf_lth.models import networks  # noqa: E402
+from tf_lth.keras2 import supermask
+from tf_lth.util.io import write_json  # noqa: E402
 from tf_lth.keras2 import keras  # noqa: E402
-from tf_lth.lottery import LotteryTicket  # noqa: E402
-from tf_lth.rewind import SURVIVORS  # noqa: E402
-from tf_lth.training import LOSS  # noqa: E402
+from tf_lth.ticket.ticket import LotteryTicket  # noqa: E402
+from tf_lth.pruning.rewind import SURVIVORS  # noqa: E402
+from tf_lth.keras2.training import LOSS  # noqa: E402
 
 PAPER_RATES = {"dense": 0.2, "output": 0.1}  # Zhou et al.: keep 0.8 per round (fc), 0.9 (output)
 SUPERMASK_CRITERIA = ("large_final", "large_final_same_sign")
@@ -64,7 +65,7 @@ GRIDS = {
 def level_rates_by_layer(ticket: LotteryTicket, remaining: float) -> dict[str, float]:
     """One-shot rates, by layer name (what ``LotteryTicket(rates=...)`` takes), that leave
     ``remaining`` (a fraction) of ``ticket``'s pruned weights with the layers in the ratio of its
-    per-round rates (:func:`tf_lth.masks.level_rates`, which works on weight keys)."""
+    per-round rates (:func:`tf_lth.pruning.selection.level_rates`, which works on weight keys)."""
     pruned = set(ticket.pruned_keys())
     sizes = {k: m.size for k, m in ticket.masks.items() if k in pruned}  # the masks' order: same sums
     by_key = masks_lib.level_rates(sizes, ticket.rates, remaining)
@@ -75,7 +76,7 @@ def level_rates_by_layer(ticket: LotteryTicket, remaining: float) -> dict[str, f
 class Trainer:
     """Trains tickets with the LeNet-300-100 recipe, the same batch order for every run.
 
-    Not :func:`tf_lth.training.train_round`: that draws each round's batches from (seed, round) and
+    Not :func:`tf_lth.keras2.training.train_round`: that draws each round's batches from (seed, round) and
     compiles with XLA and steps_per_execution, whereas every run here shares one batch order (the
     paper's controlled comparison) and keeps the results this script has always produced."""
 
@@ -139,7 +140,7 @@ def supermask_sweep(build, theta0, thetaf, trainer: Trainer, levels, base: Lotte
 
 
 def learned_supermasks(build, theta0, trainer: Trainer, epochs: int, seed: int = 0, log=print) -> list[dict]:
-    """Learn a supermask over θ0 and over sign(θ0)·σ (tf_lth.supermask) and score it on the test set."""
+    """Learn a supermask over θ0 and over sign(θ0)·σ (tf_lth.keras2.supermask) and score it on the test set."""
     rows = []
     for weights in supermask.WEIGHTS:
         t0 = time.perf_counter()
@@ -214,7 +215,7 @@ def _pct(v) -> str:
 
 
 def plot_supermask(rows: list[dict], learned: list[dict], dense: float, path: Path, title: str) -> Path:
-    from tf_lth import plots  # first: it selects matplotlib's Agg backend (no display needed)
+    from tf_lth.runner import plots  # first: it selects matplotlib's Agg backend (no display needed)
 
     import matplotlib.pyplot as plt
 

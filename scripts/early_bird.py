@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import plots  # noqa: E402
-from tf_lth.io import read_json, read_npz, write_json  # noqa: E402
+from tf_lth.runner import plots  # noqa: E402
+from tf_lth.util.io import read_json, read_npz, write_json  # noqa: E402
 
 
 def overlap(a: dict, b: dict) -> float:

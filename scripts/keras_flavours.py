@@ -2,7 +2,7 @@
 """The same experiment in both Keras flavours (issue 12, acceptance 3): LeNet-300-100 on Fashion-MNIST,
 8 pruning rounds with the paper's recipe (Adam 1.2e-3, batch 60; 5 epochs per round as in the README's
 reproduction command), once with tf_keras (``keras=2``) and once with Keras 3 on the TensorFlow backend
-(``keras=3``), from the same seed, through the library (:class:`tf_lth.experiment.Experiment`). Prints
+(``keras=3``), from the same seed, through the library (:class:`tf_lth.runner.experiment.Experiment`). Prints
 the ticket's test accuracy per round for both and their absolute difference, the mean absolute
 difference (acceptance: <= 0.5 pp), and writes it all to ``<out>/keras_flavours.json``.
 
@@ -25,8 +25,8 @@ THRESHOLD_PP = 0.5
 
 
 def run_flavour(keras: int, args) -> tuple[list[dict], float]:
-    from tf_lth.config import ExperimentConfig
-    from tf_lth.experiment import Experiment
+    from tf_lth.config.configs import ExperimentConfig
+    from tf_lth.runner.experiment import Experiment
 
     cfg = ExperimentConfig.from_dict({"model": "lenet_300_100", "dataset": "fashion_mnist", "rounds": args.rounds,
                                       "epochs": args.epochs, "seed": args.seed, "controls": (), "export": (),

@@ -14,9 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tf_lth import data, datasets, networks, supermask  # noqa: E402
+from tf_lth.data import pipeline as data  # noqa: E402
+from tf_lth.data import specs as datasets
+from tf_lth.models import networks
+from tf_lth.keras2 import supermask
 from tf_lth.keras2 import keras  # noqa: E402
-from tf_lth.training import LOSS  # noqa: E402
+from tf_lth.keras2.training import LOSS  # noqa: E402
 
 
 def main(argv=None) -> None:

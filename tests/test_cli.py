@@ -18,6 +18,7 @@ def run_script(*args):
                           cwd=ROOT)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("flag, word", [("--model", "model"), ("--dataset", "dataset")])
 def test_script_unknown_name_is_one_line(flag, word):
     result = run_script(flag, "nope")
@@ -47,7 +48,7 @@ def test_missing_data_dir(tmp_path, capsys):
 
 
 def test_truncated_file(tmp_path, capsys):
-    from test_data import write_mnist_folder
+    from helpers import write_mnist_folder
 
     write_mnist_folder(tmp_path, gz=False)
     path = tmp_path / "t10k-images-idx3-ubyte"
@@ -104,6 +105,7 @@ def test_each_command_runs_its_own_handler(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.heavy
 def test_train_one_epoch_learns(capsys):
     assert cli.main(["train", "--epochs", "1", "--seed", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -56,13 +56,13 @@ def private_uses(path: Path) -> list[tuple[int, str]]:
 
 
 def violations() -> list[str]:
-    modules = {p: defined_private_names(p) for p in PACKAGE.glob("*.py")}
+    modules = {p: defined_private_names(p) for p in PACKAGE.rglob("*.py")}
     ours = {}
     for path, names in modules.items():
         for name in names:
             ours.setdefault(name, set()).add(path)
     ours["_" + "keras"] = {PACKAGE / "_keras.py"}  # the old private flavour module must not come back
-    files = [*PACKAGE.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").glob("*.py")]
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").rglob("*.py")]
     found = []
     for path in sorted(files):
         for line, name in private_uses(path):

@@ -5,11 +5,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tf_lth import cli, controls, masks, networks, rewind
-from tf_lth.config import ExperimentConfig, TicketConfig
+from tf_lth import cli
+from tf_lth.pruning import controls
+from tf_lth.pruning import selection as masks
+from tf_lth.models import networks
+from tf_lth.pruning import rewind
+from tf_lth.config.configs import ExperimentConfig, TicketConfig
 from tf_lth.errors import TfLthError
 from tf_lth.keras2 import keras
-from tf_lth.lottery import LotteryTicket
+from tf_lth.ticket.ticket import LotteryTicket
 from tf_lth.registry import Registry
 
 

@@ -1,6 +1,6 @@
 """The ``tf-lth`` command: argument parsing and one-line errors around the library.
 
-Flags come from the config dataclasses (:func:`tf_lth.options.add_flags`), and TensorFlow is
+Flags come from the config dataclasses (:func:`tf_lth.config.flags.add_flags`), and TensorFlow is
 imported only once a command runs: ``--help`` and flag errors answer at once.
 
 Each subcommand is one entry of :data:`COMMANDS`: a help line, a function that adds its arguments
@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from tf_lth import config as config_lib
-from tf_lth import datasets, distribute, options, results
+from tf_lth.config import configs as config_lib
+from tf_lth.data import specs as datasets
+from tf_lth.training import cluster as distribute
+from tf_lth.config import flags as options
+from tf_lth.runner import results
 from tf_lth.errors import TfLthError
 
 PROG = "tf-lth"
@@ -54,16 +58,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Train the dense (unpruned) network for a few epochs and print its test accuracy."""
-    from tf_lth import data, networks, training
-    from tf_lth.keras2 import keras
+    from tf_lth.data import pipeline as data
+    from tf_lth.models import networks
+    from tf_lth.ticket import flavours
+    from tf_lth.training import fit_round
 
     cfg = config_lib.ExperimentConfig.from_dict({k: v for k, v in vars(args).items() if k in TRAIN_FLAGS}).resolved()
-    tr = cfg.training
-    keras.utils.set_random_seed(cfg.seed)
+    tr, kit = cfg.training, flavours.by_version(cfg.keras).training
+    kit.keras.utils.set_random_seed(cfg.seed)
     ds = data.load_config(cfg)
-    model = networks.build(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    steps = training.steps_per_epoch(ds, tr)
-    model.compile(optimizer=training.make_optimizer(tr, steps, training.round_steps(tr, steps)), loss=training.LOSS,
+    model = networks.build(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes, keras=cfg.keras)
+    steps = fit_round.steps_per_epoch(ds, tr)
+    model.compile(optimizer=kit.make_optimizer(tr, steps, fit_round.round_steps(tr, steps)), loss=kit.loss,
                   metrics=["accuracy"])
     epochs = f"{tr.epochs} epoch{'s' * (tr.epochs != 1)}"
     print(f"training {cfg.model} on {cfg.dataset} ({len(ds.x_train)} train / {len(ds.x_val)} validation / "
@@ -142,9 +148,9 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume) a lottery-ticket experiment into its output folder, or one per seed."""
     config, seeds = run_config(args), run_seeds(args)  # a bad option is reported before TensorFlow loads
     distribute.check(config.strategy, config.devices, config.resolved().training.batch_size)  # TF_CONFIG too
-    from tf_lth.experiment import Experiment, run_replicates
+    from tf_lth.runner.experiment import Experiment, run_replicates
 
-    output = args.output or f"runs/{config.model}_{config.dataset}"
+    output = args.output or default_output(config)
     if args.dry_run:
         print(plan(config, output, seeds))
         return 0
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
               "the last epoch checkpoint of the one in progress)", file=sys.stderr)
         return 130
     if args.quiet:
-        from tf_lth.results import summary_table
+        from tf_lth.runner.results import summary_table
         print(summary_table(result["rounds"], config.controls))
     print(f"results in {output}/ (results.json, results.csv, plots/)")
     if config.export and result["rounds"]:
@@ -171,6 +177,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"run the exported ticket: {PROG} predict {folder / 'ticket.tflite'} IMAGE.png  "
                   f"(or --dataset {config.dataset}; Python: docs/export.md)")
     return 0
+
+
+def default_output(config: config_lib.ExperimentConfig) -> str:
+    """``runs/<model>_<dataset>``, each named by its last path part without suffix and ``module:``/``npz:``
+    prefixes (``--model nets.py:small --dataset npz:data/digits.npz`` -> ``runs/small_digits``)."""
+    def short(name: str) -> str:
+        name = name.rstrip("/").rpartition(":")[2] if ":" in name else name
+        stem = Path(name).stem if Path(name).suffix in (".npz", ".keras", ".h5", ".py") else Path(name).name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"
+    return f"runs/{short(config.model)}_{short(config.dataset)}"
 
 
 def plan(config: config_lib.ExperimentConfig, output: str, seeds) -> str:
@@ -191,7 +207,8 @@ def plan(config: config_lib.ExperimentConfig, output: str, seeds) -> str:
 
 
 def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
-    from tf_lth import controls, rewind
+    from tf_lth.pruning import controls
+    from tf_lth.pruning import rewind
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or partly finished) tf-lth run folder")
     what = parser.add_mutually_exclusive_group(required=True)
@@ -207,7 +224,7 @@ def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def branch(args: argparse.Namespace) -> int:
     """Run a control or a survivors variant off a finished experiment, retraining nothing it holds."""
-    from tf_lth import branches
+    from tf_lth.runner import branches
 
     kind, value = next((k, v) for k, v in (("control", args.control), ("survivors", args.survivors),
                                             ("rewind", args.rewind)) if v)
@@ -230,7 +247,7 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def compare(args: argparse.Namespace) -> int:
     """One table and one figure of several runs, labelled by what differs in their configs."""
-    from tf_lth import replicates
+    from tf_lth.runner import replicates
 
     table, path = replicates.compare(args.run_dirs, args.metric, args.output)
     print(table)
@@ -239,7 +256,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="folder written by tf_lth.store.save / tf-lth run")
+    parser.add_argument("run_dir", help="folder written by tf_lth.ticket.store.save / tf-lth run")
     parser.add_argument("--round", type=int, help="round to export (default: the last saved one)")
     parser.add_argument("--out", help="export folder (default: saved_models/<run folder name>/round_<k>)")
     parser.add_argument("--formats", nargs="+", choices=config_lib.EXPORT_FORMATS, default=None,
@@ -261,8 +278,11 @@ def _export(args: argparse.Namespace) -> int:
     """Export the chosen round of ``args.run_dir`` (SavedModel + TFLite, verified and timed)."""
     folder = Path(args.run_dir)
     if not (folder / "ticket.json").is_file():
-        raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by tf_lth.store.save)")
-    from tf_lth import data, export, quantize, store
+        raise TfLthError(f"{folder} is not a tf-lth run folder (no ticket.json written by tf_lth.ticket.store.save)")
+    from tf_lth import export
+    from tf_lth.data import pipeline as data
+    from tf_lth.export import quantize
+    from tf_lth.ticket import store
 
     ticket = store.load(folder, round=args.round)
     name = folder.resolve().name
@@ -293,13 +313,13 @@ def predict(args: argparse.Namespace) -> int:
     """Run an exported file on images or a test split, fed as its ticket.json says."""
     if not args.images and not args.dataset:
         raise TfLthError("give image files or --dataset NAME to run the exported ticket on")
-    from tf_lth.predict import Runner, load_images
+    from tf_lth.export.predict import Runner, load_images
 
     runner = Runner(args.model)
     print(f"{runner.path}: input {'x'.join(map(str, runner.shape))}, pixels "
           f"{'/ 255 in [0, 1]' if runner.scale == 'unit' else 'in 0-255'} ({runner.scale_source})")
     if args.dataset:
-        from tf_lth import data
+        from tf_lth.data import pipeline as data
         height, width, channels = runner.shape
         run = runner.path.parent.parent.parent / "config.json"  # RUN/export/round_<k>/FILE
         resize = json.loads(run.read_text()).get("resize", "scale") if run.is_file() else "scale"
