@@ -433,7 +433,7 @@ def part_tflite(args, ds) -> dict:
                 info = export.export_ticket(ticket.model, Path(tmp) / f"{structure}-{sparsity}",
                                             name="lenet_300_100", round=1, dataset=ds, formats=("tflite", "int8"))
                 dense_us = info["dense"]["latency_us"].values()
-                fastest = {b: min(lat[b] for lat in dense_us) for b in ("batch1", "batch64")}
+                fastest = {b: min(lat[b] for lat in dense_us) for b in ("batch1", "batch32")}
                 for kind, r in info["formats"].items():
                     t = {"structure": structure, "sparsity": sparsity, "format": kind, "bytes": r["bytes"],
                          "bytes_vs_dense": r["bytes_vs_dense"], "resolver": r["resolver"],
@@ -444,14 +444,14 @@ def part_tflite(args, ds) -> dict:
                     rows.append((structure, f"{sparsity:.2f}", kind, f"{t['bytes']:,}", f"{t['bytes_vs_dense']:.3f}",
                                  f"{t['latency_us']['batch1']:.1f}", f"{t['speedup_vs_fastest_dense']['batch1']:.2f}",
                                  f"{t['speedup_vs_dense_same_resolver']['batch1']:.2f}",
-                                 f"{t['latency_us']['batch64']:.1f}", f"{t['speedup_vs_fastest_dense']['batch64']:.2f}",
+                                 f"{t['latency_us']['batch32']:.1f}", f"{t['speedup_vs_fastest_dense']['batch32']:.2f}",
                                  f"{t['keras_test_accuracy']:.4f}", f"{t['test_accuracy']:.4f}", t["resolver"]))
     reference = {"bytes": info["dense"]["bytes"], "latency_us": info["dense"]["latency_us"]}
     print(f"dense fp32: {reference['bytes']:,} bytes; " + "; ".join(
-        f"{res}: {lat['batch1']:.1f} us (batch 1), {lat['batch64']:.1f} us (batch 64)"
+        f"{res}: {lat['batch1']:.1f} us (batch 1), {lat['batch32']:.1f} us (batch 32)"
         for res, lat in reference["latency_us"].items()))
     print(table([("structure", "sparsity", "format", "bytes", "x dense", "us b1", "x faster b1", "(same resolver)",
-                  "us b64", "x faster b64", "keras acc", "tflite acc", "resolver"), *rows]))
+                  "us b32", "x faster b32", "keras acc", "tflite acc", "resolver"), *rows]))
     return {"dense": reference, "tickets": tickets}
 
 

@@ -153,13 +153,13 @@ def main(argv=None) -> int:
                 rows.append((structure, f"{sparsity:.2f}", kind, f"{r['bytes']:,}", f"{r['bytes_vs_dense']:.3f}",
                              f"{r['gzip_bytes']:,}", "yes" if "DENSIFY" in r["ops"] else "no", r["resolver"],
                              f"{r['latency_us']['batch1']:.1f}", f"{r['speedup_vs_dense']['batch1']:.2f}",
-                             f"{r['latency_us']['batch64']:.1f}", f"{r['speedup_vs_dense']['batch64']:.2f}"))
+                             f"{r['latency_us']['batch32']:.1f}", f"{r['speedup_vs_dense']['batch32']:.2f}"))
     dense = results[0]["ticket"]["dense"]
     print(f"{args.model}: dense fp32 {dense['bytes']:,} bytes; " + "; ".join(
-        f"{res}: {lat['batch1']:.1f} us (batch 1), {lat['batch64']:.1f} us (batch 64)"
+        f"{res}: {lat['batch1']:.1f} us (batch 1), {lat['batch32']:.1f} us (batch 32)"
         for res, lat in dense["latency_us"].items()))
     table = [("structure", "sparsity", "format", "bytes", "x dense", "gzip", "DENSIFY", "resolver",
-              "us b1", "x faster b1", "us b64", "x faster b64"), *rows]
+              "us b1", "x faster b1", "us b32", "x faster b32"), *rows]
     print(export.format_table(table))
     write_json(args.out, {"model": args.model, "results": results})
     print(f"wrote {args.out}")

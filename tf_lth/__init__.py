@@ -41,6 +41,7 @@ _LAZY = {
     "TfLthWarning": ("tf_lth.errors", "TfLthWarning"),
     "CONTROLS": ("tf_lth.pruning.controls", "CONTROLS"),
     "export_ticket": ("tf_lth.export", "export_ticket"),
+    "shrink": ("tf_lth.export.shrink", "shrink"),
     "save_ticket": ("tf_lth.ticket.store", "save"),
     "load_ticket": ("tf_lth.ticket.store", "load"),
     "load_arrays": ("tf_lth.data.user", "load_arrays"),

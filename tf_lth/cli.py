@@ -242,6 +242,8 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", default="test_accuracy",
                         help="what to plot against weights remaining (default: %(default)s; e.g. "
                              "early_stop_iteration, supermask_test_accuracy, controls.random_reinit.test_accuracy)")
+    parser.add_argument("--against", choices=("weights", "macs"), default="weights",
+                        help="x axis: weights or multiply-adds (MACs) remaining (default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="PNG", help="figure path (default: compare_<metric>.png)")
 
 
@@ -249,7 +251,7 @@ def compare(args: argparse.Namespace) -> int:
     """One table and one figure of several runs, labelled by what differs in their configs."""
     from tf_lth.runner import replicates
 
-    table, path = replicates.compare(args.run_dirs, args.metric, args.output)
+    table, path = replicates.compare(args.run_dirs, args.metric, args.output, args.against)
     print(table)
     print(f"figure: {path}")
     return 0

@@ -61,10 +61,11 @@ def check(ticket, x, where):
     np.testing.assert_allclose(got, reference_logits(ticket, x), rtol=1e-5, atol=1e-5, err_msg=where)
 
 
-def pruned_ticket(optimizer_name, batches):
-    """Round 0 trained densely (moments and averages built on weights about to be pruned), then pruned."""
+def pruned_ticket(optimizer_name, batches, granularity="weight"):
+    """Round 0 trained densely (moments and averages built on weights about to be pruned), then pruned
+    (single weights, or whole units: their columns and the next layer's rows)."""
     x, y = batches
-    ticket = tf_lth.LotteryTicket(mlp(), rate=0.5)
+    ticket = tf_lth.LotteryTicket(mlp(), rate=0.5, granularity=granularity)
     ticket.model.compile(optimizer=make_optimizer(optimizer_name), loss=LOSS, jit_compile=False)
     ticket.model.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[ticket.callback()])
     ticket.next_round()
@@ -101,10 +102,13 @@ class HandOptimizer:
 
 @pytest.mark.parametrize("optimizer_name", ["sgd_momentum", "adam", "adam_ema"])
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"], indirect=True)
-@pytest.mark.parametrize("loop", ["fit", "apply_gradients", "assign"])
-def test_pruned_weights_stay_zero_after_every_step(loop, policy, optimizer_name, batches):
+@pytest.mark.parametrize("loop, granularity", [("fit", "weight"), ("apply_gradients", "weight"), ("assign", "weight"),
+                                               ("fit", "unit"), ("assign", "refill")])
+def test_pruned_weights_stay_zero_after_every_step(loop, granularity, policy, optimizer_name, batches):
     x, y = batches
-    ticket = pruned_ticket(optimizer_name, batches)
+    ticket = pruned_ticket(optimizer_name, batches, granularity)
+    if granularity != "weight":
+        assert ticket.units_kept()["hidden"][0] < 48  # whole hidden units went
     check(ticket, x[:64], "after next_round")
     model = ticket.model
     if loop == "fit":

@@ -341,6 +341,39 @@ def every_option_runs_and_counts():
 
 
 @check
+def structured_rounds_keep_units_out_and_shrink_exactly():
+    """Unit rounds (BatchNormalization γ score) and refill rounds: whole filters and neurons go, stay zero
+    after every batch, the random_mask control keeps the unit counts, and tf_lth.shrink gives a smaller
+    Keras 3 model with the ticket's outputs."""
+    import tf_lth
+    xtr, ytr, xte, yte = digits()
+    found = {}
+    for granularity, options in (("unit", dict(unit_score="bn_gamma")), ("refill", dict(scope="global"))):
+        ticket = LotteryTicket(functional_cnn(), rate=0.5, granularity=granularity, **options)
+        compile_(ticket, keras.optimizers.Adam(2e-3))
+        for r in range(2):
+            watch = ZeroAfterEveryBatch(ticket)
+            ticket.model.fit(xtr[:640], ytr[:640], batch_size=BATCH, epochs=1, verbose=0,
+                             callbacks=[ticket.callback(), watch])
+            assert not watch.bad, (granularity, r, watch.bad[:5])
+            ticket.next_round()
+        kept = ticket.units_kept()
+        if granularity == "unit":
+            assert kept == {"conv1": [2, 8], "fc1": [16, 64], "output": [10, 10]}, kept
+        control = ticket.control("random_mask")
+        assert control.units_kept() == kept, (control.units_kept(), kept)
+        small = tf_lth.shrink(ticket)  # the last trained round: one round of pruning
+        trained = ticket.trained_model()
+        ref, got = logits(trained, xte), logits(small, xte)
+        assert np.max(np.abs(ref - got)) <= 1e-5 * np.max(np.abs(ref)), np.max(np.abs(ref - got))
+        units = {layer.name: getattr(layer, "filters", None) or layer.units for layer in small.layers
+                 if layer.name in kept}
+        found[granularity] = units
+        assert units["conv1"] < 8 and units["fc1"] < 64 and units["output"] == 10, units
+    return found
+
+
+@check
 def controls_supermask_and_folder_round_trip():
     from tf_lth.ticket import store
     from tf_lth.training import evaluation

@@ -161,10 +161,11 @@ def _rounds(out):
 
 
 @pytest.mark.heavy
-def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--granularity", "unit", "--controls", "random_mask"]], ids=["weight", "unit"])
+def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path, extra):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = _run(whole)
-    victim = _run(killed)
+    reference = _run(whole, *extra)
+    victim = _run(killed, *extra)
     checkpoint = killed / "rounds" / "1" / "ticket.ckpt.npz"
     deadline = time.time() + 240
     while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
@@ -173,7 +174,7 @@ def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not (killed / "rounds" / "1" / "result.json").exists()
-    resumed = _run(killed)
+    resumed = _run(killed, *extra)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     a, b = _rounds(whole), _rounds(killed)
@@ -181,6 +182,9 @@ def test_resume_after_sigkill_mid_round_gives_identical_results(tmp_path):
     for ra, rb in zip(a, b):
         assert ra["test_accuracy"] == pytest.approx(rb["test_accuracy"], abs=1e-6)
         assert ra["controls"] == rb["controls"] and ra["early_stop_iteration"] == rb["early_stop_iteration"]
+        assert ra["macs_remaining"] == rb["macs_remaining"] and ra.get("units_kept") == rb.get("units_kept")
+    if extra:
+        assert a[2]["units_kept"] == {"fc1": [192, 300], "fc2": [64, 100], "output": [10, 10]}  # 0.8 ** 2 of each
     for k in range(3):
         with np.load(whole / "rounds" / str(k) / "masks.npz") as ma, np.load(killed / "rounds" / str(k) / "masks.npz") as mb:
             assert all(np.array_equal(ma[n], mb[n]) for n in ma.files)

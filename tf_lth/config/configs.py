@@ -22,12 +22,13 @@ from tf_lth.training import recipe
 from tf_lth.data import user as user_data
 from tf_lth.data import input_scale as input_scale_lib
 from tf_lth.pruning import rewind as rewind_lib
+from tf_lth.pruning import units as units_lib
 from tf_lth.errors import TfLthError
 from tf_lth.config.flags import check_keras3, check_steps_per_execution, csv, kind_rates, option, pair, whole
 from tf_lth.registry import Registry
 from tf_lth.data.user import RESIZE_MODES
 
-EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16", "int8_full", "int8_qat")
+EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16", "int8_full", "int8_qat", "shrunk")
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite", "int8")
 OPTIMIZE_FOR = ("latency", "size")  # how each exported TFLite file stores its weights (tf_lth.export.formats)
 EARLY_BIRD_EPS = 0.105  # --early-bird without a value: measured on Fashion-MNIST (README), 0.48x the iterations
@@ -65,6 +66,10 @@ class TicketConfig:
     block_size: tuple | None = option(None, "prune Dense kernels in blocks, 4x1 = 1x4 blocks for TFLite's sparse "
                                       "kernel", parse=pair("x", "4x1"), metavar="HxW")
     m_by_n: tuple | None = option(None, "keep at most N of every M inputs", parse=pair(":", "2:4"), metavar="N:M")
+    granularity: str = option("weight", "what a round removes: single weights, whole units (neurons, filters) or the "
+                              "weight mask refilled into units (Chen et al. 2022)", choices=units_lib.GRANULARITIES)
+    unit_score: str | None = option(None, "how units are ranked under granularity unit/refill", shown="l1 for unit, "
+                                    "refill for refill", choices=units_lib.UNIT_SCORES)
     seed: int = option(0, "random seed", parse=int)
 
     def __post_init__(self):
@@ -92,6 +97,32 @@ class TicketConfig:
             if self.m_by_n.n >= self.m_by_n.m:
                 raise TfLthError(f"m_by_n = {tuple(self.m_by_n)}: keep n of m needs n < m, e.g. (2, 4)")
         object.__setattr__(self, "ignore", tuple(self.ignore or ()))
+        self._check_granularity()
+
+    def _check_granularity(self) -> None:
+        """Unit and refill rounds remove whole channels: the options that shape single weights do not apply."""
+        units_lib.GRANULARITIES.get(self.granularity)
+        if self.unit_score is not None:
+            units_lib.UNIT_SCORES.get(self.unit_score)
+        if self.granularity == "weight":
+            if self.unit_score is not None:
+                raise TfLthError(f"unit_score={self.unit_score!r} ranks whole units: use it with granularity='unit' "
+                                 "or 'refill'")
+            return
+        clash = [name for name, bad in (("block_size", self.block_size), ("m_by_n", self.m_by_n),
+                                        ("pruned='frozen'", self.pruned == "frozen")) if bad]
+        if clash:
+            raise TfLthError(f"granularity={self.granularity!r} removes whole units, which {', '.join(clash)} cannot "
+                             "shape: drop it or use granularity='weight'")
+        if self.granularity == "unit":
+            if self.scope == "global":
+                raise TfLthError("granularity='unit' keeps a fraction of each layer's units: use scope='layerwise', "
+                                 "or granularity='refill' to refill a global weight cut into units")
+            if self.criterion != "large_final":
+                raise TfLthError(f"criterion={self.criterion!r} ranks single weights; granularity='unit' ranks units by "
+                                 "unit_score (l1, l2, bn_gamma): drop criterion or use granularity='refill'")
+            if self.unit_score == "refill":
+                raise TfLthError("unit_score='refill' counts a weight mask's survivors: use it with granularity='refill'")
 
     @property
     def rewind_mode(self) -> rewind_lib.Rewind:

@@ -85,9 +85,12 @@ def export_ticket(ticket, path=None, *, name: str | None = None, round: int | No
         raise TfLthError(f"{model.name} has {inputs} inputs and {outputs} outputs: export needs exactly one of each")
     path = Path(path) if path is not None else default_path(name, round)
     scale = input_scale_lib.decide(model, input_scale)
-    info = flavours.of(model).export(model, path, name=name, round=round, dataset=dataset, formats=formats,
-                                     benchmark=benchmark, sample=sample, quantization=quantization,
-                                     optimize_for=optimize_for, scale=scale)  # a Keras 3 route never loads tf_keras
+    options = dict(name=name, round=round, dataset=dataset, benchmark=benchmark, sample=sample,
+                   quantization=quantization, optimize_for=optimize_for, scale=scale)
+    # a Keras 3 route never loads tf_keras
+    info = flavours.of(model).export(model, path, formats=tuple(f for f in formats if f != "shrunk"), **options)
+    if "shrunk" in formats:
+        _export_shrunk(ticket, model, path, info, formats, options)
     for kind, reason in info.get("failed", {}).items():
         warn(f"{kind} left out of the export: {reason}")
     if verbose:
@@ -99,6 +102,50 @@ def export_ticket(ticket, path=None, *, name: str | None = None, round: int | No
                          f"{'; '.join(info['failed'][k] for k in failed)} (leave it out of formats= / --formats / "
                          "--export to export without it)")
     return info
+
+
+def _export_shrunk(ticket, model, path: Path, info: dict, formats, options: dict) -> None:
+    """The ``shrunk`` format: the ticket without the units nobody reads (:mod:`tf_lth.export.shrink`), checked
+    against the ticket's outputs and exported with the same route and checks into ``path/shrunk/``; its units,
+    MACs and parameters, and every file's cost against the dense file (``compute``), go to ticket.json."""
+    from tf_lth.data import pipeline as data_lib
+    from tf_lth.export import checks, shrink
+    from tf_lth.export.formats import one_line
+    from tf_lth.util.io import write_json
+
+    owner = ticket if isinstance(ticket, LotteryTicket) else ticket_of(ticket)
+    try:
+        if isinstance(ticket, LotteryTicket):  # the trained round exported above
+            _, masks, weights = ticket.trained_weights(info.get("round"))
+            plain = ticket.masked.plain_copy(weights)
+        elif owner is not None:  # a ticket's model, as it is
+            plain, masks = owner.masked.plain_copy(owner.masked.weights()), owner.masks
+        else:
+            plain, masks = model, shrink.zero_masks(model)
+        small, plan = shrink.shrink_model(plain, masks)
+        data = options["dataset"]
+        data = data_lib.load(data) if isinstance(data, str) else data
+        test = data.with_input_scale(options["scale"].scale).arrays("test") if data is not None else None
+        x, _ = checks.check_batch(tuple(plain.input_shape[1:]), test, options["sample"], "", options["scale"])
+        agree = shrink.agreement(plain, small, x)
+        if not agree["passed"]:
+            raise TfLthError(f"the shrunk model's outputs differ from the ticket's by {agree['max_abs_output_diff_vs_ticket']:.2e}"
+                             f" (over its tolerance {agree['tolerance']:.2e}): please report this model")
+        sub = [f for f in formats if f not in ("shrunk", "int8_qat")]
+        report = flavours.of(small).export(small, path / "shrunk", formats=tuple(dict.fromkeys(["saved_model", *sub])),
+                                           **options)
+    except Exception as e:  # noqa: BLE001  (one failing format never costs the others)
+        info.setdefault("failed", {})["shrunk"] = one_line(e)
+    else:
+        info["shrunk"] = {"path": "shrunk", **shrink.plan_report(plan), "check": agree,
+                          **{k: report[k] for k in ("keras_test_accuracy", "parameters", "dense") if k in report},
+                          "formats": {k: {**r, "path": f"shrunk/{r['path']}"} for k, r in report["formats"].items()},
+                          **({"failed": report["failed"]} if report.get("failed") else {})}
+        if owner is not None and owner.config.granularity == "weight":
+            info["shrunk"]["note"] = ("a weight-level ticket: only units whose every outgoing weight was pruned are "
+                                      "removed (granularity unit or refill removes whole units)")
+        info["compute"] = shrink.compute_table(info)
+    write_json(path / "ticket.json", info)
 
 
 def _model_to_export(ticket, name, round):
@@ -145,8 +192,26 @@ def summary(info: dict) -> str:
         if choice and r.get("storage") == "dense":
             lines.append(f"{r['path']} is stored dense: {choice['why']}")
     lines += [full_integer_note(kind, r) for kind, r in info["formats"].items() if "calibration" in r]
+    if "shrunk" in info:
+        lines.append(_shrunk_lines(info))
     lines += [f"left out: {kind}: {reason}" for kind, reason in info.get("failed", {}).items()]
     return "\n".join(lines)
+
+
+def _shrunk_lines(info: dict) -> str:
+    """The shrunk model's units and every file's compute against the dense file (ticket.json's ``compute``)."""
+    s = info["shrunk"]
+    cut = [f"{layer} {k}/{n}" for layer, (k, n) in s["units"].items() if k < n]
+    lines = [f"shrunk: {s['params'][0]:,} of {s['params'][1]:,} parameters, {100 * (s['macs_remaining'] or 1):.1f}% of "
+             f"the MACs ({'units kept: ' + ', '.join(cut) if cut else 'no unit could go'}); outputs = the ticket's "
+             f"within {s['check']['max_abs_output_diff_vs_ticket']:.1e}"]
+    batches = sorted({b for row in info.get("compute", []) for b in row["latency_us"]}, key=lambda b: int(b[5:]))
+    table = [("file", "params x", "MACs x", "bytes x", *(f"x faster b{b[5:]}" for b in batches))]
+    for row in info.get("compute", []):
+        v = row["vs_dense"]
+        table.append((row["file"], _fmt(v["params"], ".3f"), _fmt(v["macs"], ".3f"), _fmt(v["bytes"], ".3f"),
+                      *(_fmt(v.get(f"speedup_{b}"), ".2f") for b in batches)))
+    return "\n".join(lines + [format_table(table)])
 
 
 def format_table(rows) -> str:

@@ -60,7 +60,7 @@ TOLERANCES = {
     "int8_full": {"output": 0.1, "argmax_agreement": 0.97, "output_diff_checked": False},
     "int8_qat": {"output": 5e-2, "argmax_agreement": 0.99, "output_diff_checked": False},
 }
-BENCH_BATCHES = (1, 64)
+BENCH_BATCHES = (1, 32)  # one example (a phone app), a small batch (a server)
 BENCH_SECONDS = 2.0  # total budget of the interleaved latency rounds
 BENCH_CHUNK_SECONDS = 0.002  # invokes per timed chunk are chosen to last about this long
 # the sparsity structures the benchmarks compare: name -> block_size (4x1 = 1x4 blocks, TFLite's sparse kernel)

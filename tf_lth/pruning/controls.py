@@ -8,7 +8,8 @@ start from; :func:`make` does the rest.
 - ``random_reinit`` (Frankle & Carbin): the ticket's masks, every weight drawn anew from its
   layer's initializer: does the ticket need its initial values?
 - ``random_mask``: random masks with the ticket's per-layer sparsity over the ticket's own rewind
-  point (θ0, θk or the previous round's weights): does it need its structure?
+  point (θ0, θk or the previous round's weights): does it need its structure? For a structured ticket
+  (granularity ``unit`` or ``refill``), random units: as many per channel group as the ticket keeps.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from tf_lth.pruning import selection as masks_lib
+from tf_lth.pruning import units
 from tf_lth.registry import Registry
 
 # name -> setup(ticket, twin, rng): gives the twin its θ0 and masks, returns the weights it rewinds from
@@ -37,7 +39,11 @@ def random_mask(ticket, twin, rng: np.random.Generator) -> list:
     twin.theta0 = list(ticket.theta0)
     twin.start_weights = ticket.start_weights
     keys = ticket.pruned_keys()
-    twin.masks = {**ticket.masks, **masks_lib.random_like({k: ticket.masks[k] for k in keys}, rng)}
+    alive = {k: ticket.masks[k] for k in keys}
+    if ticket.config.granularity == "weight":
+        twin.masks = {**ticket.masks, **masks_lib.random_like(alive, rng)}
+    else:
+        twin.masks = {**ticket.masks, **units.random_units(ticket.structure[1], alive, rng)}
     return ticket.rewind_source()
 
 

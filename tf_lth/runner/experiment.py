@@ -122,7 +122,8 @@ class Experiment:
         self.trained += 1  # the run's ETA: its time so far per network trained, times the networks left
         left = (self.config.rounds - round_) * (1 + len(self.config.controls)) + self.left_in_round(round_, name)
         eta = (time.time() - self.started) / self.trained * left
-        self.log(network_line(label, ticket.weights_remaining, metrics) + (f"  ETA {eta / 60:.1f} min" if left else ""))
+        macs = ticket.macs_remaining if ticket.config.granularity != "weight" else None
+        self.log(network_line(label, ticket.weights_remaining, metrics, macs) + (f"  ETA {eta / 60:.1f} min" if left else ""))
         return dict(metrics)
 
     def left_in_round(self, round_: int, name: str) -> int:
@@ -240,6 +241,7 @@ class Experiment:
         row = {
             "round": r,
             "weights_remaining": ticket.weights_remaining,
+            "macs_remaining": ticket.macs_remaining,
             "test_accuracy": metrics.get("test_accuracy"),
             "early_stop_iteration": metrics.get("early_stop_iteration"),
             "early_stop_test_accuracy": metrics.get("early_stop_test_accuracy"),
@@ -247,6 +249,7 @@ class Experiment:
             "supermask_test_accuracy": untrained_accuracy(ticket, self.test, "original"),
             "supermask_signed_constant_test_accuracy": untrained_accuracy(ticket, self.test, "signed_constant"),
             "layers_remaining": {k: 1 - s for k, s in ticket.sparsity().items()},
+            **({"units_kept": ticket.units_kept()} if ticket.config.granularity != "weight" else {}),
             "controls": {kind: self._control(ticket, kind, r) for kind in self.config.controls} if r else {},
         }
         tr = self.config.training
@@ -260,8 +263,11 @@ class Experiment:
 
         if ticket.round != r:
             ticket = store.load(self.out, round=r)
+        formats = self.config.export
+        if ticket.config.granularity != "weight" and "shrunk" not in formats:
+            formats = (*formats, "shrunk")  # a structured ticket ships as the smaller dense network too
         info = export_ticket(ticket, folder, name=self.config.model, round=r, dataset=self.data,
-                             formats=self.config.export, strict=self.strict_export, optimize_for=self.config.optimize_for,
+                             formats=formats, strict=self.strict_export, optimize_for=self.config.optimize_for,
                              input_scale=self.scale, verbose=0)
         self.log(summary(info))
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
@@ -291,14 +297,15 @@ def start_line(config: ExperimentConfig, out: Path, data, done: list, scale) -> 
     return f"{line}\ninput: {scale.reason}"
 
 
-def network_line(label: str, weights_remaining: float, metrics) -> str:
+def network_line(label: str, weights_remaining: float, metrics, macs_remaining: float | None = None) -> str:
     """The line a trained network prints: weights left, test accuracy, the early-stopping point, speed."""
     best = metrics.get("early_stop_iteration")
     early = (f"  min val loss at it {best:,} (test {metrics['early_stop_test_accuracy']:.4f})"
              if best is not None and metrics.get("early_stop_test_accuracy") is not None else "")
     stopped = f"  stopped early ({metrics['stopped']})" if metrics.get("stopped") not in (None, "end") else ""
     speed = f"  {metrics.examples_per_second:,.0f} examples/s" if getattr(metrics, "steps_run", 0) else ""
-    return (f"{label:<28} {100 * weights_remaining:5.1f}% of weights  test {metrics.get('test_accuracy', float('nan')):.4f}"
+    macs = f" {100 * macs_remaining:5.1f}% of MACs" if macs_remaining is not None else ""
+    return (f"{label:<28} {100 * weights_remaining:5.1f}% of weights{macs}  test {metrics.get('test_accuracy', float('nan')):.4f}"
             f"{early}{stopped}{speed}")
 
 

@@ -16,7 +16,7 @@ from tf_lth.runner.results import value  # noqa: E402
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # weights remaining (%) labelled on the log axis
 
 
-def weights_remaining_axis(ax, xs) -> None:
+def weights_remaining_axis(ax, xs, label: str = "weights remaining (%)") -> None:
     """Make ``ax``'s x axis the one every tf-lth figure shares: weights remaining (%) on a log scale,
     running from dense (100) on the left to sparse on the right, as the lottery-ticket papers draw
     it. ``xs``: the plotted x values (%). Only :data:`TICKS` down to just below the smallest are
@@ -32,16 +32,17 @@ def weights_remaining_axis(ax, xs) -> None:
         ax.invert_xaxis()
     else:  # one level (a dense round only): a range around it, dense still on the left
         ax.set_xlim(highest * 1.5, lowest / 1.5)
-    ax.set_xlabel("weights remaining (%)")
+    ax.set_xlabel(label)
 
 
-def _series(results: list, key: str) -> dict[str, tuple[list, list]]:
-    """``{line name: (weights remaining %, values)}`` for the ticket and each control."""
+def _series(results: list, key: str, against: str = "weights") -> dict[str, tuple[list, list]]:
+    """``{line name: (weights or MACs remaining %, values)}`` for the ticket and each control (a control
+    has the ticket's weights and MACs)."""
     lines = {"ticket": ([], [])}
     for r in results:
-        if r["round"] == 0:
+        if r["round"] == 0 or r.get(f"{against}_remaining") is None:
             continue
-        x = 100 * r["weights_remaining"]
+        x = 100 * r[f"{against}_remaining"]
         lines["ticket"][0].append(x)
         lines["ticket"][1].append(r[key])
         for name, c in r["controls"].items():
@@ -51,15 +52,15 @@ def _series(results: list, key: str) -> dict[str, tuple[list, list]]:
     return lines
 
 
-def _figure(results, key, ylabel, title, path: Path) -> None:
+def _figure(results, key, ylabel, title, path: Path, against: str = "weights") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines = _series(results, key)
+    lines = _series(results, key, against)
     for name, (x, y) in lines.items():
         ax.plot(x, y, marker="o", label=name)
     dense = next((r for r in results if r["round"] == 0), None)
     if dense is not None and dense.get(key) is not None:
         ax.axhline(dense[key], color="gray", linestyle="--", label="dense (100%)")
-    weights_remaining_axis(ax, [v for x, _ in lines.values() for v in x])
+    weights_remaining_axis(ax, [v for x, _ in lines.values() for v in x], f"{against} remaining (%)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -70,16 +71,22 @@ def _figure(results, key, ylabel, title, path: Path) -> None:
 
 
 def plot_results(results: list, folder) -> list[Path]:
-    """Write accuracy and early-stopping plots against weights remaining (log x axis)."""
+    """Write accuracy and early-stopping plots against weights remaining (log x axis), and accuracy against
+    MACs remaining where rounds removed whole units (a structured ticket, or units nobody reads any more)."""
     folder = Path(folder)
     paths = [folder / "accuracy_vs_weights_remaining.png", folder / "early_stop_vs_weights_remaining.png"]
     _figure(results, "test_accuracy", "test accuracy (end of training)", "Lottery ticket vs controls", paths[0])
     _figure(results, "early_stop_iteration", "early-stopping iteration (min val loss)",
             "Iteration of minimum validation loss", paths[1])
+    if any((r.get("macs_remaining") or 1) < 1 for r in results):
+        paths.append(folder / "accuracy_vs_macs_remaining.png")
+        _figure(results, "test_accuracy", "test accuracy (end of training)", "Lottery ticket vs controls, by compute",
+                paths[-1], against="macs")
     return paths
 
 
-def band_figure(series: dict, dense, ylabel: str, title: str, path: Path) -> None:
+def band_figure(series: dict, dense, ylabel: str, title: str, path: Path,
+                xlabel: str = "weights remaining (%)") -> None:
     """Lines of means with their min-max bands against weights remaining: ``series`` maps a name to
     ``[(x %, mean, min, max), ...]``; ``dense`` is ``(mean, min, max)`` of the dense round or None."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -97,7 +104,7 @@ def band_figure(series: dict, dense, ylabel: str, title: str, path: Path) -> Non
         ax.axhline(dense[0], color="gray", linestyle="--", label="dense (100%)")
         if dense[1] != dense[2]:
             ax.axhspan(dense[1], dense[2], color="gray", alpha=0.1, linewidth=0)
-    weights_remaining_axis(ax, xs)
+    weights_remaining_axis(ax, xs, xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

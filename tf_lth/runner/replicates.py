@@ -50,17 +50,26 @@ def aggregate_folder(out, seeds=None) -> dict:
     return agg
 
 
-def compare(folders: list, metric: str = "test_accuracy", path=None) -> tuple[str, Path]:
-    """One table and one figure of ``metric`` against weights remaining for several runs or replicate
-    folders, each labelled by the config keys in which it differs from the others."""
+def compare(folders: list, metric: str = "test_accuracy", path=None, against: str = "weights") -> tuple[str, Path]:
+    """One table and one figure of ``metric`` against weights (or, ``against="macs"``, multiply-adds)
+    remaining for several runs or replicate folders, each labelled by the config keys in which it differs
+    from the others: a weight-level and a unit-level run on one figure by the compute they keep."""
+    if against not in ("weights", "macs"):
+        raise TfLthError(f"against={against!r}: choose weights or macs")
     runs = [results.read_run(f) for f in folders]
     names = results.labels([r["config"] for r in runs])
     if not any(results.value(row, metric)[0] is not None for run in runs for row in run["rows"]):
         raise TfLthError(f"no run has {metric!r}: use one of {', '.join(METRICS)} (or a flattened control key, "
                          "e.g. controls.random_reinit.test_accuracy)")
-    series = {name: [(100 * results.value(r, "weights_remaining")[0], *results.value(r, metric)) for r in run["rows"]]
+    x = f"{against}_remaining"
+    missing = [str(f) for f, run in zip(folders, runs) if all(results.value(r, x)[0] is None for r in run["rows"])]
+    if missing:
+        raise TfLthError(f"{', '.join(missing)} recorded no {x} (written before tf-lth counted multiply-adds): "
+                         "rerun it, or compare --against weights")
+    series = {name: [(100 * results.value(r, x)[0], *results.value(r, metric)) for r in run["rows"]
+                     if results.value(r, x)[0] is not None]
               for name, run in zip(names, runs)}  # the dense round included: each line starts at 100%
-    path = Path(path or f"compare_{metric}.png")
+    path = Path(path or f"compare_{metric}{'_by_macs' * (against == 'macs')}.png")
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} runs"
-    plots.band_figure(series, None, metric.replace("_", " "), title, path)
+    plots.band_figure(series, None, metric.replace("_", " "), title, path, xlabel=f"{against} remaining (%)")
     return results.compare_table(runs, names, metric), path

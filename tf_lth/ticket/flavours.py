@@ -15,6 +15,9 @@ callback   ``TicketCallback(ticket, **options)``: :class:`tf_lth.training.round_
            flavour's Keras callback
 training   ``KIT``: a :class:`tf_lth.training.fit_round.TrainingKit` (compile, checkpoint, session, ...)
 export     ``export(model, path, **options)``: the flavour's route of :func:`tf_lth.export.export_ticket`
+graph      ``describe(model)``: the model's :class:`tf_lth.pruning.groups.Graph` (layers, kinds, shapes);
+           ``weights(model, names)``: layer -> {weight name: value}; ``rebuild(model, units, changed)``: the
+           model rebuilt with fewer units and the ``changed`` weights (:mod:`tf_lth.export.shrink`)
 ========== ===============================================================================================
 """
 from __future__ import annotations
@@ -62,6 +65,15 @@ class Flavour:
     def export(self, model, path, **options) -> dict:
         """The flavour's export route (:func:`tf_lth.export.export_ticket` calls it)."""
         return self.module("export").export(model, path, **options)
+
+    @property
+    def graph(self):
+        """The flavour's ``graph`` module: ``describe``, ``weights``, ``rebuild`` (structured tickets)."""
+        return self.module("graph")
+
+    def describe(self, model):
+        """``model``'s layer graph, a :class:`tf_lth.pruning.groups.Graph` (what channel groups are found on)."""
+        return self.graph.describe(model)
 
     def model_from_json(self, text: str, custom_objects=None):
         """An architecture saved by ``model.to_json()``, rebuilt in this flavour."""

@@ -20,8 +20,10 @@ import numpy as np
 from tf_lth.config.configs import TicketConfig
 from tf_lth.errors import TfLthError, warn
 from tf_lth.pruning import controls
+from tf_lth.pruning import groups as groups_lib
 from tf_lth.pruning import rates as rates_lib
 from tf_lth.pruning import selection
+from tf_lth.pruning import units
 from tf_lth.pruning.rewind import survivor_values
 from tf_lth.pruning.stopping import StopRules
 from tf_lth.ticket import flavours
@@ -29,6 +31,16 @@ from tf_lth.ticket import flavours
 # id(ticket.model) -> the ticket: export_ticket(model) and a Keras 3 model.save() ask whether the model
 # sits at a rewind point (see LotteryTicket.rewound_warning)
 _TICKETS: dict[int, weakref.ref] = {}
+
+
+def _bn_gammas(model, graph) -> dict:
+    """BatchNormalization γ by layer name (the unit score ``bn_gamma``), read through Keras' public API."""
+    found = {}
+    for name in graph.nodes:
+        layer = model.get_layer(name)
+        if type(layer).__name__ == "BatchNormalization" and layer.get_config().get("scale", True):
+            found[name] = np.asarray(layer.get_weights()[0])
+    return found
 
 
 def ticket_of(model) -> "LotteryTicket | None":
@@ -73,6 +85,9 @@ class LotteryTicket:
         layers = {k: (layer.name, rates_lib.kind(type(layer).__name__)) for k, layer in self.masked.layers.items()}
         self.rates = rates_lib.layer_rates(layers, self.masked.output_layer_names(), self.config.rate,
                                            self.config.rates, layerwise=self.config.scope == "layerwise")
+        self._structure = None  # (graph, groups), read from the model on first use
+        if self.config.granularity != "weight":
+            units.check(self.config.granularity, self.structure[1], self.source.name)
 
     # -- the procedure -------------------------------------------------------------------
     def callback(self, test_data=None, validation_data=None, eval_every: int | None = None,
@@ -119,9 +134,44 @@ class LotteryTicket:
         keys = self.pruned_keys()
         w0 = {k: self.theta0[self.masked.kernels[k]] for k in keys}
         wf = {k: weights[self.masked.kernels[k]] for k in keys}
-        score = selection.scores(self.config.criterion, w0, wf, self.rng("criterion"))
-        return selection.prune(score, {k: self.masks[k] for k in keys}, {k: self.rates[k] for k in keys},
-                               self.round + 1, self.config.scope, self.config.block_size, self.config.m_by_n)
+        alive = {k: self.masks[k] for k in keys}
+        rates = {k: self.rates[k] for k in keys}
+        granularity = self.config.granularity
+        unstructured = None
+        if granularity != "unit":
+            score = selection.scores(self.config.criterion, w0, wf, self.rng("criterion"))
+            unstructured = selection.prune(score, alive, rates, self.round + 1, self.config.scope,
+                                           self.config.block_size, self.config.m_by_n)
+            if granularity == "weight":
+                return unstructured
+        return units.draw(granularity, self.structure[1], alive, wf, rates, self.round + 1, self.config.unit_score,
+                          unstructured=unstructured,
+                          gammas=_bn_gammas(self.source, self.structure[0]) if self.config.unit_score == "bn_gamma" else None)
+
+    # -- units -------------------------------------------------------------------------------
+    @property
+    def structure(self) -> tuple:
+        """``(graph, groups)``: the model's layer graph (:mod:`tf_lth.pruning.groups`) as its flavour reads
+        it, and its channel groups over the kernels this ticket prunes."""
+        if self._structure is None:
+            graph = self.flavour.describe(self.source)
+            self._structure = (graph, groups_lib.find(graph, set(self.pruned_keys()), keep=self.config.ignore))
+        return self._structure
+
+    def units_kept(self, masks: dict | None = None) -> dict[str, list[int]]:
+        """Per layer whose units a channel group holds: ``[kept, total]`` units under ``masks`` (default: the
+        ticket's); a unit is kept while some layer still reads its channel."""
+        return units.units_kept(self.structure[1], self.masks if masks is None else masks)
+
+    @property
+    def macs_remaining(self) -> float | None:
+        """Multiply-adds of one example the shrunk ticket computes, over the dense network's (None where
+        the model's graph cannot be read)."""
+        try:
+            graph, groups = self.structure
+        except TfLthError:
+            return None
+        return units.macs_remaining(graph, groups, self.masks)
 
     @classmethod
     def one_shot(cls, model, theta0: list, final: list, config: TicketConfig | None = None,
@@ -236,6 +286,8 @@ class LotteryTicket:
         self.masked.apply_masks()  # after fit's finalize_variable_values (EMA averages copied in)
         self.holds = "trained"
         entry = {"round": self.round, "weights_remaining": self.weights_remaining, **metrics, "curve": curve}
+        if self.config.granularity != "weight":
+            entry["macs_remaining"] = self.macs_remaining
         self.history = [h for h in self.history if h["round"] != self.round] + [entry]
         if step is not None:
             self.steps[self.round] = [self.steps.get(self.round, [0, None])[0], int(step)]

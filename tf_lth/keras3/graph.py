@@ -1,0 +1,150 @@
+"""A Keras 3 model's layer graph for the channel groups (:mod:`tf_lth.pruning.groups`), and a model rebuilt
+with fewer units (:func:`rebuild`, what :func:`tf_lth.export.shrink.shrink_model` makes a smaller model with).
+
+The graph is read through public API only: a functional model's ``get_config()`` (each call's
+``inbound_nodes``: ``{"args": [...], "kwargs": {...}}`` holding ``__keras_tensor__`` references with their
+``keras_history`` and shape); a Sequential model is a chain. A subclassed model's connections cannot be
+read: every layer is ``unknown``, so nothing is removed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tf_lth.errors import TfLthError
+from tf_lth.keras3 import keras
+from tf_lth.pruning import layer_kinds
+from tf_lth.pruning.groups import Graph
+
+
+def _references(obj, found: list) -> list:
+    """Every tensor reference inside an inbound node: ``((layer, node, tensor), shape)``, in order."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            history, shape = obj["config"]["keras_history"], obj["config"].get("shape")
+            found.append((tuple(history[:3]), None if shape is None else tuple(shape[1:])))
+        else:
+            for item in obj.values():
+                _references(item, found)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _references(item, found)
+    return found
+
+
+def kernel_key(layer) -> str | None:
+    """The key of ``layer``'s kernel as tickets name it (``conv1/kernel``), or None."""
+    weight = getattr(layer, "kernel", None)
+    return None if weight is None or not hasattr(weight, "name") else f"{layer.name}/{weight.name}"
+
+
+def _node(layer, inputs, in_shapes, out_shape, calls=1):
+    try:
+        config = layer.get_config()
+    except NotImplementedError:  # a custom layer without get_config: unknown anyway
+        config = {}
+    return layer_kinds.node(layer.name, type(layer).__name__, config, inputs, in_shapes, out_shape,
+                            kernel_key(layer), calls)
+
+
+def _sequential(model) -> Graph:
+    first = f"{model.name}:input"
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError, TypeError):
+        shape = None
+    nodes = {first: layer_kinds.node(first, "InputLayer", {}, [], [], shape)}
+    previous = first
+    for layer in model.layers:
+        try:
+            out = tuple(layer.compute_output_shape((None, *shape)))[1:] if shape is not None else None
+        except Exception:  # noqa: BLE001  (a layer that cannot say: unknown)
+            out = None
+        nodes[layer.name] = _node(layer, [previous], [shape], out)
+        previous, shape = layer.name, out
+    return Graph(nodes, [previous])
+
+
+def _outputs(config) -> list[tuple]:
+    found = config["output_layers"]
+    return [tuple(found[:3])] if found and isinstance(found[0], str) else [tuple(r[:3]) for r in found]
+
+
+def _linked(model, config) -> Graph:
+    entries = config["layers"]
+    shapes, reads = {}, {}
+    for entry in entries:
+        found = _references(entry["inbound_nodes"], [])
+        reads[entry["name"]] = [ref[0] for ref, _ in found]
+        for ref, shape in found:
+            shapes.setdefault(ref[0], shape)
+    outputs = _outputs(config)
+    for ref, tensor in zip(outputs, model.outputs):
+        shapes.setdefault(ref[0], tuple(tensor.shape[1:]))
+    for tensor, entry in zip(model.inputs, [e for e in entries if e["class_name"] == "InputLayer"]):
+        shapes.setdefault(entry["name"], tuple(tensor.shape[1:]))
+    nodes = {}
+    for entry in entries:
+        name = entry["name"]
+        inputs = reads[name]
+        nodes[name] = _node(model.get_layer(name), list(dict.fromkeys(inputs)), [shapes.get(n) for n in inputs],
+                            shapes.get(name), max(1, len(entry["inbound_nodes"])))
+    return Graph(nodes, list(dict.fromkeys(r[0] for r in outputs)))
+
+
+def _graph_config(model) -> dict | None:
+    """A functional model's config, or None (a subclassed model)."""
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        return None
+    return config if config and "layers" in config and "output_layers" in config else None
+
+
+def describe(model) -> Graph:
+    """The :class:`~tf_lth.pruning.groups.Graph` of a built Keras 3 model (Sequential, functional or, with
+    every layer ``unknown``, subclassed)."""
+    if isinstance(model, keras.Sequential):
+        return _sequential(model)
+    config = _graph_config(model)
+    if config is None:
+        return Graph(layer_kinds.opaque([layer.name for layer in model.layers]), [])
+    return _linked(model, config)
+
+
+def weights(model, names) -> dict:
+    """Layer name -> {weight name (``kernel``, ``gamma``, ...): value}, for the layers ``names``."""
+    found = {}
+    for name in names:
+        layer = model.get_layer(name)
+        found[name] = {w.name: v for w, v in zip(layer.weights, layer.get_weights())}
+    return found
+
+
+def rebuild(model, units: dict, changed: dict):
+    """A new model like ``model`` with ``units[layer]`` units (Dense) or filters (convolutions), holding
+    ``changed[layer]`` (weight name -> value) where given and ``model``'s weights everywhere else."""
+    config = model.get_config() if isinstance(model, keras.Sequential) else _graph_config(model)
+    if config is None:
+        if units:
+            raise TfLthError(f"{model.name} is a subclassed model: tf-lth cannot rebuild it with fewer units")
+        return model
+    for entry in config["layers"]:
+        entry.pop("build_config", None)
+        entry_config = entry["config"]
+        if entry_config["name"] in units:
+            entry_config["units" if "units" in entry_config else "filters"] = int(units[entry_config["name"]])
+    kind = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
+    try:
+        new = kind.from_config(config)
+    except Exception as error:  # noqa: BLE001  (custom layers without their classes, ...)
+        raise TfLthError(f"cannot rebuild {model.name} from its config: {error}".splitlines()[0]) from error
+    for layer in model.layers:
+        target = new.get_layer(layer.name)
+        if layer.name in changed:
+            target.set_weights([np.asarray(changed[layer.name][w.name]) for w in target.weights])
+        elif layer.weights:
+            target.set_weights(layer.get_weights())
+    return new
+
+
+__all__ = ["describe", "weights", "rebuild", "kernel_key"]
