@@ -24,6 +24,7 @@ from tf_lth.config import configs as config_lib
 from tf_lth.data import specs as datasets
 from tf_lth.training import cluster as distribute
 from tf_lth.config import flags as options
+from tf_lth.pruning import units as units_lib
 from tf_lth.runner import results
 from tf_lth.errors import TfLthError
 
@@ -200,7 +201,9 @@ def plan(config: config_lib.ExperimentConfig, output: str, seeds) -> str:
     return "\n".join([
         f"would run: {cfg.model} on {cfg.dataset} (Keras {cfg.keras}), a dense round and {cfg.rounds} pruning rounds "
         f"of {length}, {config_lib.OPTIMIZERS.get(tr.optimizer)} {tr.learning_rate:g}, batch {tr.batch_size}; "
-        f"prune {rates} per round, rewind {t.rewind}, criterion {t.criterion}",
+        f"prune {rates} per round, rewind {t.rewind}, criterion {t.criterion}"
+        + (f", whole units ({t.granularity}, scored by {t.unit_score or units_lib.DEFAULT_SCORE[t.granularity]})"
+           if t.granularity != "weight" else ""),
         f"controls: {', '.join(cfg.controls) or 'none'}; export: {', '.join(cfg.export) or 'none'} "
         f"(optimized for {cfg.optimize_for}); seeds: {', '.join(map(str, seeds)) if seeds else cfg.seed}",
         f"into {output}/: " + ("new" if not any(done) else f"resumes ({sum(done)} finished round(s) found)")])

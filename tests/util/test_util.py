@@ -1,6 +1,7 @@
 """Plumbing (tf_lth.util): atomic writes keep the old file when a write fails, the native start-up noise is
 filtered while other lines pass, and an import can be made absent for a block."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -39,3 +40,14 @@ def test_a_module_can_be_absent_for_a_block():
     with absent("os"):  # loaded already: left alone
         import os as again
     assert again is os
+
+
+@pytest.mark.heavy
+def test_tensorflow_imported_before_a_flavour_loads_no_keras3():
+    """data/ imports TensorFlow before the runner picks tf_keras; TensorFlow must not pull Keras 3 (and its
+    scikit-learn wrapper, ~60 MiB of a tf_keras run's peak RSS) along, and Keras 3 still imports after."""
+    code = ("import sys; from tf_lth.data import pipeline; import tf_lth.keras2; "
+            "print('keras' in sys.modules, 'sklearn' in sys.modules); import keras; print(keras.__version__[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False", "3"], out.stdout

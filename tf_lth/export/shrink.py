@@ -174,7 +174,8 @@ def compute_table(info: dict) -> list[dict]:
              "bytes": dense.get("bytes"), "latency_us": dense_lat}]
     sources = [(info.get("formats", {}), info["parameters"]["nonzero"], macs_dense)]
     if shrunk:
-        sources.append((shrunk.get("formats", {}), shrunk["params"][0], shrunk["macs_total"][0]))
+        nonzero = shrunk.get("parameters", {}).get("nonzero", shrunk["params"][0])  # non-zeros, as for the files above
+        sources.append((shrunk.get("formats", {}), nonzero, shrunk["macs_total"][0]))
     for formats, params, macs in sources:
         for kind, r in formats.items():
             if "bytes" not in r:

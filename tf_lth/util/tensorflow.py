@@ -53,14 +53,22 @@ def tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "jax" in sys.modules or importlib.util.find_spec("jax") is None:
-        tf = quietly("tensorflow")
-    else:
-        with absent("jax"):
+    # Keras 3 too: TensorFlow's import eagerly loads the optimizers of the Keras ``tf.keras`` means, and
+    # with no flavour chosen yet that is Keras 3 (and its scikit-learn wrapper: ~60 MiB of a tf_keras run's
+    # peak RSS, where data/ imported TensorFlow before tf_lth.keras2 chose tf_keras). ``tf.keras`` still
+    # resolves on first use, and ``import keras`` works as ever once TensorFlow is in.
+    hide_keras = "keras" not in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS", "0") not in ("1", "true", "True")
+    with contextlib.ExitStack() as stack:
+        if hide_keras:
+            stack.enter_context(absent("keras"))
+        if "jax" in sys.modules or importlib.util.find_spec("jax") is None:
             tf = quietly("tensorflow")
-        for name in ("tensorflow.lite.python.util", "tensorflow.lite.python.lite"):
-            if getattr(sys.modules.get(name), "_jit", 0) is None:
-                sys.modules[name]._jit = _jit
+        else:
+            with absent("jax"):
+                tf = quietly("tensorflow")
+            for name in ("tensorflow.lite.python.util", "tensorflow.lite.python.lite"):
+                if getattr(sys.modules.get(name), "_jit", 0) is None:
+                    sys.modules[name]._jit = _jit
     has_gpu()
     return tf
 
