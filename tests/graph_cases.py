@@ -1,5 +1,5 @@
 """Hand-built models and the channel groups each flavour's ``graph.describe`` must find in them, shared by
-tests/keras2/test_graph.py and tests/keras3/test_graph.py (each passes its flavour's Keras) and
+tests/keras2/test_graph.py and tests/keras3/test_graph3.py (each passes its flavour's Keras) and
 tests/export/test_shrink.py. Every builder takes ``keras`` and returns a built model."""
 import numpy as np
 

@@ -61,9 +61,13 @@ def float64():
     float64), which would hide a real difference of that size."""
     keras_modules = [networks.keras_of(v) for v in (2, 3)]
     before = [k.backend.floatx() for k in keras_modules]
+    k3 = keras_modules[1]
+    policy = k3.config.dtype_policy()  # a global policy set by an earlier test outranks floatx in Keras 3
     for k in keras_modules:
         k.backend.set_floatx("float64")
+    k3.config.set_dtype_policy("float64")
     yield
+    k3.config.set_dtype_policy(policy)
     for k, value in zip(keras_modules, before):
         k.backend.set_floatx(value)
 

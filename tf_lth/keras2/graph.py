@@ -97,24 +97,10 @@ def _linked(model, config) -> Graph:
     return Graph(nodes, list(dict.fromkeys(r[0] for r in outputs)))
 
 
-def _graph_config(model) -> dict | None:
-    """A functional model's config, or None (a subclassed model)."""
-    try:
-        config = model.get_config()
-    except NotImplementedError:
-        return None
-    return config if config and "layers" in config and "output_layers" in config else None
-
-
 def describe(model) -> Graph:
     """The :class:`~tf_lth.pruning.groups.Graph` of a built tf_keras model (Sequential, functional or, with
     every layer ``unknown``, subclassed)."""
-    if isinstance(model, keras.Sequential):
-        return _sequential(model)
-    config = _graph_config(model)
-    if config is None:
-        return Graph(layer_kinds.opaque([layer.name for layer in model.layers]), [])
-    return _linked(model, config)
+    return layer_kinds.read(model, isinstance(model, keras.Sequential), _sequential, _linked)
 
 
 def weights(model, names) -> dict:
@@ -129,7 +115,7 @@ def weights(model, names) -> dict:
 def rebuild(model, units: dict, changed: dict):
     """A new model like ``model`` with ``units[layer]`` units (Dense) or filters (convolutions), holding
     ``changed[layer]`` (weight name -> value) where given and ``model``'s weights everywhere else."""
-    config = model.get_config() if isinstance(model, keras.Sequential) else _graph_config(model)
+    config = model.get_config() if isinstance(model, keras.Sequential) else layer_kinds.graph_config(model)
     if config is None:
         if units:
             raise TfLthError(f"{model.name} is a subclassed model: tf-lth cannot rebuild it with fewer units")

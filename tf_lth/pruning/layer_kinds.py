@@ -101,4 +101,27 @@ def opaque(names: list[str], what: str = "") -> dict:
     return {n: Node(n, "unknown", [], [], (), what=what or "a layer of a model tf-lth cannot read") for n in names}
 
 
-__all__ = ["node", "opaque", "PRODUCERS", "DEPTHWISE", "MERGES"]
+
+
+def graph_config(model) -> dict | None:
+    """A functional model's config (either flavour), or None (a subclassed model)."""
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        return None
+    return config if config and "layers" in config and "output_layers" in config else None
+
+
+def read(model, sequential: bool, chain, linked):
+    """A model's Graph, by the flavour's readers: ``chain(model)`` for a Sequential, ``linked(model, config)``
+    for a functional model, every layer ``unknown`` for a subclassed one (its graph cannot be read)."""
+    from tf_lth.pruning.groups import Graph
+    if sequential:
+        return chain(model)
+    config = graph_config(model)
+    if config is None:
+        return Graph(opaque([layer.name for layer in model.layers]), [])
+    return linked(model, config)
+
+
+__all__ = ["node", "opaque", "graph_config", "read", "PRODUCERS", "DEPTHWISE", "MERGES"]
