@@ -61,13 +61,16 @@ def float64():
     float64), which would hide a real difference of that size."""
     keras_modules = [networks.keras_of(v) for v in (2, 3)]
     before = [k.backend.floatx() for k in keras_modules]
-    k3 = keras_modules[1]
-    policy = k3.config.dtype_policy()  # a global policy set by an earlier test outranks floatx in Keras 3
+    k2, k3 = keras_modules
+    # a global policy set by an earlier test (mixed precision's tests reset theirs to "float32") outranks floatx
+    policies = k2.mixed_precision.global_policy(), k3.config.dtype_policy()
     for k in keras_modules:
         k.backend.set_floatx("float64")
+    k2.mixed_precision.set_global_policy("float64")
     k3.config.set_dtype_policy("float64")
     yield
-    k3.config.set_dtype_policy(policy)
+    k2.mixed_precision.set_global_policy(policies[0])
+    k3.config.set_dtype_policy(policies[1])
     for k, value in zip(keras_modules, before):
         k.backend.set_floatx(value)
 
