@@ -18,7 +18,7 @@ HEAVY_MODULES = {  # every test here trains a real run, or several rounds, or st
     "runner/test_replicates.py", "runner/test_own_model_data.py", "runner/test_keras3_runner.py",
     "runner/test_branches.py", "keras3/test_keras3.py", "keras2/test_mixed_precision.py",
     "keras2/test_keras2_flavour.py", "export/test_export.py", "export/test_quantize.py",
-    "export/test_keras3_export.py",
+    "export/test_keras3_export.py", "ticket/test_structured.py", "export/test_shrunk_export.py",
 }
 
 

@@ -60,7 +60,8 @@ def _figure(results, key, ylabel, title, path: Path, against: str = "weights") -
     dense = next((r for r in results if r["round"] == 0), None)
     if dense is not None and dense.get(key) is not None:
         ax.axhline(dense[key], color="gray", linestyle="--", label="dense (100%)")
-    weights_remaining_axis(ax, [v for x, _ in lines.values() for v in x], f"{against} remaining (%)")
+    label = f"{'MACs' if against == 'macs' else against} remaining (%)"
+    weights_remaining_axis(ax, [v for x, _ in lines.values() for v in x], label)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

@@ -71,5 +71,6 @@ def compare(folders: list, metric: str = "test_accuracy", path=None, against: st
               for name, run in zip(names, runs)}  # the dense round included: each line starts at 100%
     path = Path(path or f"compare_{metric}{'_by_macs' * (against == 'macs')}.png")
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} runs"
-    plots.band_figure(series, None, metric.replace("_", " "), title, path, xlabel=f"{against} remaining (%)")
+    xlabel = f"{'MACs' if against == 'macs' else against} remaining (%)"
+    plots.band_figure(series, None, metric.replace("_", " "), title, path, xlabel=xlabel)
     return results.compare_table(runs, names, metric), path
