@@ -1,7 +1,9 @@
 """Hand-built models and the channel groups each flavour's ``graph.describe`` must find in them, shared by
-tests/keras2/test_graph.py and tests/keras3/test_graph3.py (each passes its flavour's Keras) and
+tests/ticket/test_flavour_graphs.py (each passes its flavour's Keras) and
 tests/export/test_shrink.py. Every builder takes ``keras`` and returns a built model."""
 import numpy as np
+
+from tf_lth.export.shrink import layer_weights
 
 from tf_lth.pruning.groups import find, prunable
 from tf_lth.ticket import flavours
@@ -169,5 +171,5 @@ def check_nested_and_reused(keras):
 def masks_of(model, graph, kinds=("producer",)):
     """Every kernel of ``graph``'s producers (and depthwise layers, by ``kinds``) unmasked."""
     keys = [n.kernel for n in graph.nodes.values() if n.kind in kinds and n.kernel]
-    values = flavours.of_model(model).graph.weights(model, [k.split("/")[0] for k in keys])
+    values = layer_weights(model, [k.split("/")[0] for k in keys])
     return {k: np.ones(values[k.split("/")[0]][k.split("/", 1)[1]].shape, bool) for k in keys}

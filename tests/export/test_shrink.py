@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from tf_lth.export import shrink
 from tf_lth.export.shrink import shrink_model
 from tf_lth.models import networks
 from tf_lth.pruning.groups import find, prunable, remove
@@ -41,7 +42,7 @@ def make(name, version):
 
 def zero_under(model, masks):
     """Zero ``model``'s weights where ``masks`` are False (what a ticket's plain model holds)."""
-    weights = flavours.of_model(model).graph.weights
+    weights = shrink.layer_weights
     for key, mask in masks.items():
         layer, name = key.split("/", 1)
         values = weights(model, [layer])[layer]

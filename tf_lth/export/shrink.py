@@ -7,8 +7,8 @@ beta, ...) was multiplied by zero rows downstream. A structured ticket (whole un
 masked units; a weight-level ticket goes through the same test and loses only the channels nobody reads.
 A fixed group keeps all its channels.
 
-The model is rebuilt in its own flavour (``<flavour>.graph.rebuild``, through the :class:`Flavour`
-record): this module imports no Keras.
+The model is read by its flavour (``<flavour>.graph.describe``, through the :class:`Flavour` record) and
+rebuilt from its config in that flavour's Keras (public calls only): this module imports no Keras.
 """
 from __future__ import annotations
 
@@ -63,6 +63,50 @@ def _sliced(graph, values: dict, layer: str, out_keep, channel_keep, rows_gone) 
     return values
 
 
+def _weight_name(variable) -> str:
+    """``kernel``, ``gamma``, ...: a variable's own name in either flavour (tf_keras: ``dense/kernel:0``)."""
+    return variable.name.split(":")[0].split("/")[-1]
+
+
+def layer_weights(model, names) -> dict:
+    """Layer name -> {weight name: value} for the layers ``names`` (public Keras calls, either flavour)."""
+    found = {}
+    for name in names:
+        layer = model.get_layer(name)
+        found[name] = {_weight_name(w): v for w, v in zip(layer.weights, layer.get_weights())}
+    return found
+
+
+def rebuild(keras, model, units: dict, changed: dict):
+    """A new model of ``keras`` (the model's flavour's) like ``model`` with ``units[layer]`` units (Dense) or
+    filters (convolutions), holding ``changed[layer]`` (weight name -> value) where given and ``model``'s
+    weights everywhere else: the config with the new widths (stale ``build_config`` shapes dropped), rebuilt."""
+    from tf_lth.errors import TfLthError
+    from tf_lth.pruning import layer_kinds
+    sequential = isinstance(model, keras.Sequential)
+    config = model.get_config() if sequential else layer_kinds.graph_config(model)
+    if config is None:
+        if units:
+            raise TfLthError(f"{model.name} is a subclassed model: tf-lth cannot rebuild it with fewer units")
+        return model
+    for entry in config["layers"]:
+        entry.pop("build_config", None)
+        entry_config = entry["config"]
+        if entry_config["name"] in units:
+            entry_config["units" if "units" in entry_config else "filters"] = int(units[entry_config["name"]])
+    try:
+        new = (keras.Sequential if sequential else keras.Model).from_config(config)
+    except Exception as error:  # noqa: BLE001  (custom layers without their classes, ...)
+        raise TfLthError(f"cannot rebuild {model.name} from its config: {error}".splitlines()[0]) from error
+    for layer in model.layers:
+        target = new.get_layer(layer.name)
+        if layer.name in changed:
+            target.set_weights([np.asarray(changed[layer.name][_weight_name(w)]) for w in target.weights])
+        elif layer.weights:
+            target.set_weights(layer.get_weights())
+    return new
+
+
 def shrink_model(model, masks: dict):
     """``(shrunk, plan)``: ``model`` (a plain Keras model of either flavour holding the ticket's weights,
     pruned entries zero) without the channels no consumer reads under ``masks`` (kernel key -> bool array),
@@ -89,11 +133,11 @@ def shrink_model(model, masks: dict):
             else:
                 rows_gone.setdefault(m.layer, []).extend(m.rows[:, ~keep].ravel().tolist())
     touched = list(dict.fromkeys([*out_keep, *channel_keep, *rows_gone]))
-    values = flavour.graph.weights(model, touched)
+    values = layer_weights(model, touched)
     changed = {layer: _sliced(graph, values[layer], layer, out_keep.get(layer), channel_keep.get(layer),
                               sorted(rows_gone[layer]) if layer in rows_gone else None) for layer in touched}
     units = {layer: plan.units[layer][0] for layer in out_keep}
-    shrunk = flavour.graph.rebuild(model, units, changed)
+    shrunk = rebuild(flavour.keras, model, units, changed)
     dense, small = channel_groups.macs(graph, groups), channel_groups.macs(graph, groups, kept)
     plan.macs = {layer: (small[layer], dense[layer]) for layer in dense}
     plan.params = (int(shrunk.count_params()), int(model.count_params()))
@@ -111,7 +155,7 @@ def zero_masks(model) -> dict:
     """Masks read off a plain model's weights: every Dense / convolution kernel entry that is not zero."""
     graph = flavours.of_model(model).describe(model)
     keys = [node.kernel for node in graph.nodes.values() if node.kernel]
-    values = flavours.of_model(model).graph.weights(model, [key.split("/")[0] for key in keys])
+    values = layer_weights(model, [key.split("/")[0] for key in keys])
     return {key: np.asarray(values[key.split("/")[0]][key.split("/", 1)[1]]) != 0 for key in keys}
 
 

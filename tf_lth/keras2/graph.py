@@ -8,9 +8,6 @@ Sequential model is a chain. A subclassed model's connections cannot be read: ev
 """
 from __future__ import annotations
 
-import numpy as np
-
-from tf_lth.errors import TfLthError
 from tf_lth.keras2 import keras
 from tf_lth.pruning import layer_kinds
 from tf_lth.pruning.groups import Graph
@@ -103,41 +100,4 @@ def describe(model) -> Graph:
     return layer_kinds.read(model, isinstance(model, keras.Sequential), _sequential, _linked)
 
 
-def weights(model, names) -> dict:
-    """Layer name -> {weight name (``kernel``, ``gamma``, ...): value}, for the layers ``names``."""
-    found = {}
-    for name in names:
-        layer = model.get_layer(name)
-        found[name] = {w.name.split(":")[0].split("/")[-1]: v for w, v in zip(layer.weights, layer.get_weights())}
-    return found
-
-
-def rebuild(model, units: dict, changed: dict):
-    """A new model like ``model`` with ``units[layer]`` units (Dense) or filters (convolutions), holding
-    ``changed[layer]`` (weight name -> value) where given and ``model``'s weights everywhere else."""
-    config = model.get_config() if isinstance(model, keras.Sequential) else layer_kinds.graph_config(model)
-    if config is None:
-        if units:
-            raise TfLthError(f"{model.name} is a subclassed model: tf-lth cannot rebuild it with fewer units")
-        return model
-    for entry in config["layers"]:
-        entry.pop("build_config", None)
-        entry_config = entry["config"]
-        if entry_config["name"] in units:
-            entry_config["units" if "units" in entry_config else "filters"] = int(units[entry_config["name"]])
-    kind = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
-    try:
-        new = kind.from_config(config)
-    except Exception as error:  # noqa: BLE001  (custom layers without their classes, ...)
-        raise TfLthError(f"cannot rebuild {model.name} from its config: {error}".splitlines()[0]) from error
-    for layer in model.layers:
-        target = new.get_layer(layer.name)
-        if layer.name in changed:
-            names = [w.name.split(":")[0].split("/")[-1] for w in target.weights]
-            target.set_weights([np.asarray(changed[layer.name][n]) for n in names])
-        elif layer.weights:
-            target.set_weights(layer.get_weights())
-    return new
-
-
-__all__ = ["describe", "weights", "rebuild", "kernel_key"]
+__all__ = ["describe", "kernel_key"]

@@ -15,9 +15,8 @@ callback   ``TicketCallback(ticket, **options)``: :class:`tf_lth.training.round_
            flavour's Keras callback
 training   ``KIT``: a :class:`tf_lth.training.fit_round.TrainingKit` (compile, checkpoint, session, ...)
 export     ``export(model, path, **options)``: the flavour's route of :func:`tf_lth.export.export_ticket`
-graph      ``describe(model)``: the model's :class:`tf_lth.pruning.groups.Graph` (layers, kinds, shapes);
-           ``weights(model, names)``: layer -> {weight name: value}; ``rebuild(model, units, changed)``: the
-           model rebuilt with fewer units and the ``changed`` weights (:mod:`tf_lth.export.shrink`)
+graph      ``describe(model)``: the model's :class:`tf_lth.pruning.groups.Graph` (layers, kinds, shapes), what
+           channel groups and :mod:`tf_lth.export.shrink` work on
 ========== ===============================================================================================
 """
 from __future__ import annotations
@@ -68,7 +67,7 @@ class Flavour:
 
     @property
     def graph(self):
-        """The flavour's ``graph`` module: ``describe``, ``weights``, ``rebuild`` (structured tickets)."""
+        """The flavour's ``graph`` module: ``describe`` (structured tickets)."""
         return self.module("graph")
 
     def describe(self, model):
