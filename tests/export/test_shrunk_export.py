@@ -58,3 +58,20 @@ def test_a_weight_ticket_shrinks_only_units_nobody_reads_and_says_so(tmp_path, m
     info = tf_lth.export_ticket(ticket, tmp_path / "w", benchmark=False, verbose=0, formats=["tflite", "shrunk"])
     assert "only units whose every outgoing weight was pruned" in info["shrunk"]["note"]
     assert info["shrunk"]["macs_remaining"] == 1.0
+
+
+def test_strict_covers_only_the_formats_named(tmp_path, mnist5k, monkeypatch):
+    """A structured run adds shrunk to the formats the user named: its failure is then a warning, not exit 2."""
+    from tf_lth.errors import TfLthError
+    from tf_lth.export import shrink
+
+    def broken(model, masks):
+        raise TfLthError("cannot shrink this one")
+
+    monkeypatch.setattr(shrink, "shrink_model", broken)
+    ticket = trained_ticket(mnist5k, "unit")
+    info = tf_lth.export_ticket(ticket, tmp_path / "a", benchmark=False, verbose=0, formats=["tflite", "shrunk"],
+                                strict=["tflite"])
+    assert info["failed"] == {"shrunk": "cannot shrink this one"} and (tmp_path / "a" / "ticket.tflite").exists()
+    with pytest.raises(TfLthError, match="without shrunk"):
+        tf_lth.export_ticket(ticket, tmp_path / "b", benchmark=False, verbose=0, formats=["tflite", "shrunk"])

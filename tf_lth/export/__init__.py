@@ -53,7 +53,7 @@ def default_path(name: str, round: int | None = None) -> Path:
 
 def export_ticket(ticket, path=None, *, name: str | None = None, round: int | None = None, dataset=None,
                   formats=None, fp16: bool = False, benchmark: bool = True, sample=None, quantization=None,
-                  optimize_for: str = "latency", input_scale: str | None = None, strict: bool | None = None,
+                  optimize_for: str = "latency", input_scale: str | None = None, strict=None,
                   verbose: int = 1) -> dict:
     """Export a ticket to ``path`` and return its ticket.json.
 
@@ -64,14 +64,14 @@ def export_ticket(ticket, path=None, *, name: str | None = None, round: int | No
     training examples int8_full / int8_qat need; without it ``sample`` (an input array) or a seeded uniform
     batch is compared. ``formats``: ``None`` exports :data:`~tf_lth.config.configs.DEFAULT_EXPORT_FORMATS` and only
     warns about a format that fails; a list names them, and a failed one raises (after the others are
-    written; ``strict=True`` / ``False`` decides instead). ``fp16=True`` adds ``"fp16"``;
+    written; ``strict=True`` / ``False``, or the formats that must pass, decides instead). ``fp16=True`` adds ``"fp16"``;
     ``benchmark=False`` skips the latency runs; ``optimize_for``: ``"latency"`` or ``"size"``, how each file's storage is chosen (:mod:`tf_lth.export.formats`);
     ``input_scale``: ``"unit"`` or ``"raw"``, the pixel range of the model (default: detected);
     ``quantization`` (a :class:`tf_lth.export.quantize.Options`): the full-integer formats' I/O, calibration and
     QAT fine-tune; ``verbose=1`` prints a summary.
     """
     model, name, round = _model_to_export(ticket, name, round)
-    strict = formats is not None if strict is None else strict
+    strict = formats is not None if strict is None else strict  # True, False, or the formats that must pass
     formats = tuple(dict.fromkeys([*(DEFAULT_EXPORT_FORMATS if formats is None else formats),
                                    *(["fp16"] if fp16 else [])]))
     unknown = set(formats) - set(EXPORT_FORMATS)
@@ -96,7 +96,8 @@ def export_ticket(ticket, path=None, *, name: str | None = None, round: int | No
     if verbose:
         print(summary(info))
         print(f"exported to {path}/")
-    failed = [kind for kind in info.get("failed", {}) if strict and kind in formats]
+    named = set(formats) if strict is True else set(strict or ())  # the formats whose failure is an error
+    failed = [kind for kind in info.get("failed", {}) if kind in named]
     if failed:
         raise TfLthError(f"{path} was written without {', '.join(failed)}, which failed: "
                          f"{'; '.join(info['failed'][k] for k in failed)} (leave it out of formats= / --formats / "

@@ -129,11 +129,6 @@ def kept_rows(groups: list, kept: Mapping[int, np.ndarray], shapes: Mapping[str,
     return rows
 
 
-def channels_of(groups: list, masks: Masks) -> dict[int, np.ndarray]:
-    """Group index -> its channels still alive in ``masks`` (every channel of a fixed group)."""
-    return groups_lib.kept_channels(groups, masks)
-
-
 def draw(granularity: str, groups: list, alive: Masks, weights: Mapping[str, np.ndarray],
          rates: Mapping[str, float], rounds: float, score: str | None = None,
          unstructured: Masks | None = None, gammas: Mapping[str, np.ndarray] | None = None) -> Masks:
@@ -147,7 +142,7 @@ def draw(granularity: str, groups: list, alive: Masks, weights: Mapping[str, np.
         raise TfLthError("granularity='refill' needs the round's unstructured masks")
     shapes = {k: m.shape for k, m in alive.items()}
     context = {"unstructured": unstructured, "gammas": dict(gammas or {})}
-    current = channels_of(groups, alive)
+    current = groups_lib.kept_channels(groups, alive)
     kept = {i: c.copy() for i, c in current.items()}
     targets = groups_lib.prunable(groups)
     scores = {g.index: scorer(g, weights, alive, context) for g in targets}
@@ -169,7 +164,7 @@ def draw(granularity: str, groups: list, alive: Masks, weights: Mapping[str, np.
 def random_units(groups: list, masks: Masks, rng: np.random.Generator) -> Masks:
     """Masks keeping, in each group, as many channels as ``masks`` keeps there, drawn at random (the
     ``random_mask`` control of a structured ticket: same units per layer, other units)."""
-    current = channels_of(groups, masks)
+    current = groups_lib.kept_channels(groups, masks)
     kept = {}
     for g in groups_lib.prunable(groups):
         n = int(current[g.index].sum())
@@ -201,5 +196,5 @@ def check(granularity: str, groups: list, model_name: str) -> None:
                          f"({'; '.join(reasons[:3]) or 'no prunable layer'}): use granularity='weight'")
 
 
-__all__ = ["GRANULARITIES", "UNIT_SCORES", "DEFAULT_SCORE", "draw", "structured", "kept_rows", "channels_of",
+__all__ = ["GRANULARITIES", "UNIT_SCORES", "DEFAULT_SCORE", "draw", "structured", "kept_rows",
            "random_units", "units_kept", "macs_remaining", "check"]

@@ -267,7 +267,7 @@ class Experiment:
         if ticket.config.granularity != "weight" and "shrunk" not in formats:
             formats = (*formats, "shrunk")  # a structured ticket ships as the smaller dense network too
         info = export_ticket(ticket, folder, name=self.config.model, round=r, dataset=self.data,
-                             formats=formats, strict=self.strict_export, optimize_for=self.config.optimize_for,
+                             formats=formats, strict=self.config.export if self.strict_export else False, optimize_for=self.config.optimize_for,
                              input_scale=self.scale, verbose=0)
         self.log(summary(info))
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
