@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast clean distclean
+.PHONY: venv demo test test-fast test-slow clean distclean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test: venv
 # The inner loop: every test but those that train beyond a few steps or start a process (marked heavy).
 test-fast: venv
 	$(BIN)/python -m pytest $(TESTFLAGS) -m "not slow and not heavy"
+
+# What `make test` leaves out for time (marked slow): run before a release or after changing what they cover.
+test-slow: venv
+	$(BIN)/python -m pytest $(TESTFLAGS) -m slow
 
 # Build artefacts and caches; the virtualenv, runs/ and saved_models/ are kept.
 clean:

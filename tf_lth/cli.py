@@ -26,6 +26,7 @@ from tf_lth.training import cluster as distribute
 from tf_lth.config import flags as options
 from tf_lth.pruning import units as units_lib
 from tf_lth.runner import results
+from tf_lth.runner import instability_cli  # its arguments only: the scan loads once one runs
 from tf_lth.errors import TfLthError
 
 PROG = "tf-lth"
@@ -210,6 +211,7 @@ def plan(config: config_lib.ExperimentConfig, output: str, seeds) -> str:
 
 
 def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
+    from tf_lth.pruning import at_init
     from tf_lth.pruning import controls
     from tf_lth.pruning import rewind
 
@@ -219,6 +221,12 @@ def _add_branch_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--survivors", choices=rewind.SURVIVORS.names(),
                       help="the run's masks and rewind point, survivors restarted by this action")
     what.add_argument("--rewind", metavar="MODE", help=f"the run's masks rewound to another point: {rewind.forms()}")
+    what.add_argument("--at-init", metavar="METHOD[/ABLATION]", help="θ0 pruned at init to each round's sparsity by "
+                      f"{', '.join(at_init.PAI_METHODS.names())}; /shuffle, /reinit or /invert ablates its mask "
+                      "(docs/pruning-at-init.md)")
+    what.add_argument("--ablation", choices=("shuffle", "reinit", "invert"),
+                      help="the round's ticket with its mask shuffled per layer, its weights redrawn, or its "
+                           "lowest-scored weights kept")
     parser.add_argument("--rounds", metavar="K,...", help="rounds to branch (default: every pruned round finished)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are now (default: the run's)")
     parser.add_argument("--verbose", action="store_true", help="also Keras' progress per epoch")
@@ -230,7 +238,8 @@ def branch(args: argparse.Namespace) -> int:
     from tf_lth.runner import branches
 
     kind, value = next((k, v) for k, v in (("control", args.control), ("survivors", args.survivors),
-                                            ("rewind", args.rewind)) if v)
+                                            ("rewind", args.rewind), ("at_init", args.at_init),
+                                            ("ablation", args.ablation)) if v)
     verbose = (1 if sys.stdout.isatty() else 2) if args.verbose else 0
     out = branches.run_branch(args.run_dir, kind, value, args.rounds, data_dir=args.data_dir, verbose=verbose,
                               log=(lambda line: None) if args.quiet else print)
@@ -341,8 +350,11 @@ def predict(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {  # in the order of the work: find, vary, compare, ship
     "run": Command("find lottery tickets: rounds, controls, plots, export (resumable)", _add_run_arguments, run),
-    "branch": Command("run a control or survivors variant off a finished run (nothing retrained)",
+    "branch": Command("run a control, survivors, rewind, pruning-at-init or ablation variant off a finished run "
+                      "(nothing retrained)",
                       _add_branch_arguments, branch),
+    "instability": Command(instability_cli.HELP, lambda parser: instability_cli.add_arguments(parser, options.add_flags),
+                           lambda args: instability_cli.command(args, run_config, default_output)),
     "compare": Command("compare runs or replicates: one table and figure against weights remaining",
                        _add_compare_arguments, compare),
     "export": Command("export a round of a run as SavedModel + sparse TFLite, verified and timed",

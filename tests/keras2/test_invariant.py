@@ -100,6 +100,26 @@ class HandOptimizer:
                     var.assign(self.ema[i])
 
 
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_a_ticket_pruned_at_init_keeps_its_pruned_weights_zero_through_fit(method, batches):
+    """LotteryTicket.at_init (SNIP: the loss gradient, SynFlow: iterations) is a ticket like any: masks written,
+    θ0 in the survivors, pruned weights zero after every step of fit, and it learns the digits."""
+    x, y = batches
+    x = x * 255.0  # the fixture's digits are scaled twice: pixels in [0, 1] to learn them
+    ticket = tf_lth.LotteryTicket.at_init(mlp(), method, 0.1, data=(x, y), batches=2, batch_size=100, iterations=10)
+    assert sum(int(m.sum()) for m in ticket.masks.values()) == round(0.1 * (784 * 48 + 48 * 10))
+    check(ticket, x[:64], "at θ0")
+    ticket.model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS, metrics=["accuracy"], jit_compile=False)
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            check(ticket, x[:64], f"after fit step {batch + 1}")
+
+    ticket.model.fit(x, y, batch_size=100, epochs=3, shuffle=False, verbose=0, callbacks=[ticket.callback(), Check()])
+    check(ticket, x[:64], "after fit")
+    assert ticket.model.evaluate(x, y, verbose=0)[1] > 0.5  # 10% of the weights, 600 digits, 3 epochs
+
+
 @pytest.mark.parametrize("optimizer_name", ["sgd_momentum", "adam", "adam_ema"])
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"], indirect=True)
 @pytest.mark.parametrize("loop, granularity", [("fit", "weight"), ("apply_gradients", "weight"), ("assign", "weight"),

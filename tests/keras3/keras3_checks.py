@@ -154,6 +154,10 @@ def tf_lth_loads_no_tensorflow():
     xtr, ytr, _, _ = digits()
     ticket.model.fit(xtr[:128], ytr[:128], batch_size=BATCH, verbose=0, callbacks=[ticket.callback()])
     ticket.next_round()
+    inp = keras.Input((8, 8, 1))  # pruning at init: GraSP's Hessian-gradient product by jax.jvp of jax.grad
+    pai = keras.Model(inp, keras.layers.Dense(10, name="d")(keras.layers.Flatten()(inp)))
+    pai = LotteryTicket.at_init(pai, "grasp", 0.5, data=(xtr[:128], ytr[:128]), batch_size=BATCH)
+    assert sum(int(m.sum()) for m in pai.masks.values()) == 320
     loaded = [m for m in ("tensorflow", "tf_keras", "tensorflow_model_optimization") if m in sys.modules]
     assert not loaded, loaded
     return {"tensorflow_loaded": False}
@@ -441,6 +445,46 @@ def one_line_errors():
             assert words in str(e) and "\n" not in str(e), str(e)
         else:
             raise AssertionError(f"{model.name} accepted")
+
+
+@check
+def pai_tickets_train_with_pruned_weights_zero():
+    """Pruning at init (snip, grasp, synflow: gradients on this backend) reaches its count exactly, its
+    pruned weights stay zero after every batch of fit, and the loss gradient matches finite differences."""
+    xtr, ytr, xte, yte = digits()
+    kept = {}
+    for method in ("snip", "grasp", "synflow"):  # the loss gradient, the Hessian-gradient product, SynFlow's
+        ticket = LotteryTicket.at_init(functional_cnn(), method, 0.1, data=(xtr, ytr), batches=2, batch_size=BATCH,
+                                       iterations=10)  # (SynFlow: 10 iterations, not 100, to stay quick)
+        total = sum(m.size for m in ticket.masks.values())
+        assert sum(int(m.sum()) for m in ticket.masks.values()) == round(0.1 * total), method
+        assert ticket.pruned_at_init["method"] == method and not raw_pruned_nonzero(ticket)
+        if method != "snip":
+            continue  # one fit is enough for the invariant (a PaI ticket is masks and θ0 like any)
+        compile_(ticket, keras.optimizers.Adam(2e-3))
+        watch = ZeroAfterEveryBatch(ticket)
+        ticket.model.fit(xtr, ytr, batch_size=BATCH, epochs=1, verbose=0,
+                         callbacks=[ticket.callback(test_data=(xte, yte)), watch])
+        assert watch.batches and not watch.bad, (method, watch.bad[:5])
+        kept[method] = ticket.history[-1]["test_accuracy"]
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(keras.layers.Dense(4, activation="tanh", name="fc")(inp)))
+    x, y = np.random.default_rng(0).normal(size=(8, 3)).astype("float32"), np.arange(8, dtype="int32") % 2
+    values = [np.asarray(v, np.float32) for v in model.get_weights()]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    from tf_lth.ticket.flavours import KERAS3
+
+    (grad,) = KERAS3.saliency.quantities(model, [0], values, "gradient", [(x, y)])
+    for index in [(0, 0), (1, 2), (2, 3)]:
+        moved = []
+        for sign in (1, -1):
+            w = [v.copy() for v in values]
+            w[0][index] += sign * 1e-2
+            model.set_weights(w)
+            moved.append(float(keras.ops.convert_to_numpy(loss(y, model(x)))))
+        assert abs((moved[0] - moved[1]) / 2e-2 - grad[index]) < 2e-3, (index, moved, grad[index])
+    return {"test_accuracy": kept}
 
 
 def main(names):

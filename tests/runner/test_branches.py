@@ -123,7 +123,7 @@ def test_bad_requests_are_one_line_errors(run_dir, kind, value, rounds, words):
 def test_a_folder_that_is_no_experiment_is_refused(tmp_path):
     with pytest.raises(TfLthError) as e:
         branches.run_branch(tmp_path, "control", "random_mask", log=quiet)
-    assert "not an experiment folder" in str(e.value) and "\n" not in str(e.value)
+    assert "not a tf-lth run folder" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / branches.BRANCHES).exists()
 
 

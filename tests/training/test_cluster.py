@@ -316,7 +316,7 @@ def test_two_workers_finish_with_equal_masks_and_only_the_chief_writes(two_worke
     assert not any(chief_tmp.iterdir()) and not any(worker_tmp.iterdir())  # the worker's copy is removed
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # ~60 s: `make test-slow` runs it (the SIGKILL test in tests/runner/test_experiment.py keeps resume in CI)
 def test_a_chief_killed_mid_round_resumes_to_the_same_results(two_workers):
     whole, tmp_path, _ = two_workers
     killed = tmp_path / "killed"

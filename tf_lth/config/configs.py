@@ -32,6 +32,7 @@ EXPORT_FORMATS = ("saved_model", "tflite", "int8", "fp16", "int8_full", "int8_qa
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite", "int8")
 OPTIMIZE_FOR = ("latency", "size")  # how each exported TFLite file stores its weights (tf_lth.export.formats)
 EARLY_BIRD_EPS = 0.105  # --early-bird without a value: measured on Fashion-MNIST (README), 0.48x the iterations
+REWIND_AUTO = "auto"  # rewind: the runner picks the point by an instability scan (tf_lth.runner.instability)
 OPTIMIZERS: Registry[str] = Registry("optimizer")  # name -> class of keras.optimizers
 OPTIMIZERS.add("adam", "Adam")
 OPTIMIZERS.add("sgd", "SGD")
@@ -58,7 +59,8 @@ class TicketConfig:
     rates: dict | None = option(None, "per layer kind or name, e.g. conv=0.1,dense=0.2,output=0.1",
                                 parse=kind_rates, metavar="K=R,...")
     scope: str = option("layerwise", "layerwise rates or one global cut", choices=masks.SCOPES)
-    rewind: str = option("init", f"where weights rewind to: {rewind_lib.forms()}", metavar="MODE")
+    rewind: str = option("init", f"where weights rewind to: {rewind_lib.forms()} | auto (tf-lth run: the smallest "
+                         "stable point of an instability scan of the dense network, docs/instability.md)", metavar="MODE")
     criterion: str = option("large_final", "mask criterion", choices=masks.CRITERIA)
     survivors: str = option("original", "what kept weights restart from", choices=rewind_lib.SURVIVORS)
     pruned: str = option("zero", "pruned weights: zero or frozen at init", choices=rewind_lib.PRUNED)
@@ -81,7 +83,8 @@ class TicketConfig:
         if self.scope == "global" and self.rates:
             raise TfLthError("rates set per layer or kind need scope='layerwise': global pruning cuts all "
                              "layers at one threshold with `rate` (keep a layer dense with ignore=)")
-        object.__setattr__(self, "_rewind_mode", rewind_lib.parse(self.rewind))  # parsed once: rewind_mode
+        # parsed once: rewind_mode; "auto" is the runner's to resolve (tf_lth.runner.instability)
+        object.__setattr__(self, "_rewind_mode", None if self.rewind == REWIND_AUTO else rewind_lib.parse(self.rewind))
         masks.CRITERIA.get(self.criterion)
         rewind_lib.SURVIVORS.get(self.survivors)
         if self.pruned not in rewind_lib.PRUNED:
@@ -126,7 +129,11 @@ class TicketConfig:
 
     @property
     def rewind_mode(self) -> rewind_lib.Rewind:
-        """:attr:`rewind` as its registered :class:`~tf_lth.pruning.rewind.Rewind` (parsed once)."""
+        """:attr:`rewind` as its registered :class:`~tf_lth.pruning.rewind.Rewind` (parsed once); ``auto`` has
+        none until the runner's instability scan picks a point."""
+        if self._rewind_mode is None:
+            raise TfLthError("rewind 'auto' is chosen by the runner (tf-lth run --rewind auto scans the dense network "
+                             "first): give a LotteryTicket a rewind point, init or iteration:K")
         return self._rewind_mode
 
     @classmethod
@@ -230,6 +237,19 @@ class TrainingConfig:
             OPTIMIZERS.get(self.optimizer)
 
 
+def rewind_points(value) -> tuple:
+    """Rewind points as flags and config files give them (``0,100,500`` or a list): optimizer steps >= 0,
+    sorted, each once; anything else is a one-line error."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        points = sorted({int(str(p).strip()) for p in parts if str(p).strip()})
+    except ValueError:
+        raise TfLthError(f"rewind points {value!r}: give optimizer steps like 0,100,500") from None
+    if not points or points[0] < 0:
+        raise TfLthError(f"rewind points {value!r}: give one or more optimizer steps >= 0, like 0,100,500")
+    return tuple(points)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines an experiment: model, data, rounds, controls and export, with a
@@ -272,6 +292,12 @@ class ExperimentConfig:
                             shown="every visible GPU, else the CPU")
     keras: int = option(2, "Keras flavour: 2 (tf_keras, TF-MOT) or 3 (Keras 3, TensorFlow backend)", choices=(2, 3),
                         parse=int)
+    rewind_points: tuple | None = option(None, "the rewind points (optimizer steps) an instability scan tries: "
+                                         "--rewind auto and tf-lth instability", parse=rewind_points,
+                                         metavar="K,...", shown="0 and 1%%, 3%%, 10%% of a round's steps, rounded down "
+                                         "to 1, 2 or 5 times a power of ten")
+    rewind_threshold: float = option(0.02, "the error barrier under which a rewind point is stable (Frankle et al. "
+                                     "2020: 2%%)", parse=float, metavar="X")
     ticket: TicketConfig = field(default_factory=TicketConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -301,8 +327,14 @@ class ExperimentConfig:
         bad = [f for f in self.export if f not in EXPORT_FORMATS]
         if bad:
             raise TfLthError(f"unknown export {', '.join(bad)}: choose from {', '.join(EXPORT_FORMATS)}")
+        if self.rewind_points is not None:
+            object.__setattr__(self, "rewind_points", rewind_points(self.rewind_points))
+        if not isinstance(self.rewind_threshold, (int, float)) or not 0 < self.rewind_threshold < 1:
+            raise TfLthError(f"rewind_threshold = {self.rewind_threshold!r} must be a fraction between 0 and 1, e.g. 0.02")
         if self.training.steps_per_execution:
-            marks = {"eval_every": self.training.eval_every, "the rewind step": self.ticket.rewind_mode.iteration}
+            auto = self.ticket.rewind == REWIND_AUTO  # the scan's points are checked when it runs
+            marks = {"eval_every": self.training.eval_every,
+                     "the rewind step": None if auto else self.ticket.rewind_mode.iteration}
             check_steps_per_execution(self.training.steps_per_execution, {k: n for k, n in marks.items() if n})
 
     @classmethod
@@ -330,6 +362,23 @@ class ExperimentConfig:
         if isinstance(tr, dict) and "full_tail" not in tr and (tr.get("early_bird") is not None or tr.get("patience")):
             d = {**d, "training": {**tr, "full_tail": 0}}
         return cls.from_dict(d)
+
+    @classmethod
+    def of_run(cls, run_dir, required=("config.json",), fix: str = "give the output folder of a `tf-lth run`"):
+        """The resolved config of the run folder ``run_dir``, which must hold the files ``required``; a one-line
+        error saying ``fix`` otherwise (branches and instability scans start from a run folder)."""
+        from pathlib import Path
+
+        from tf_lth.util.io import read_json
+
+        run_dir = Path(run_dir)
+        missing = [n for n in required if not (run_dir / n).exists()]
+        if missing:
+            raise TfLthError(f"{run_dir} is not a tf-lth run folder (no {', '.join(missing)}): {fix}")
+        try:
+            return cls.from_folder(read_json(run_dir / "config.json")).resolved()
+        except (TfLthError, TypeError) as e:
+            raise TfLthError(f"{run_dir / 'config.json'} holds no config of this version ({e})") from None
 
     def resolved(self) -> "ExperimentConfig":
         """This config with every ``None`` that the model's recipe decides filled in (what config.json

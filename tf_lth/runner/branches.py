@@ -27,6 +27,7 @@ from tf_lth.pruning import controls
 from tf_lth.pruning import rewind as rewind_lib
 from tf_lth.pruning.rewind import SURVIVORS
 from tf_lth.registry import Registry
+from tf_lth.runner import at_init_branches
 from tf_lth.ticket import flavours, store
 from tf_lth.training import fit_round
 from tf_lth.util.io import read_json, read_npz, write_json
@@ -37,10 +38,11 @@ BRANCHES = "branches"  # the folder of an experiment that holds its branches
 class BranchKind(NamedTuple):
     """What a branch may be: the check of its value (the registry's or parser's own one-line error,
     given before anything loads) and ``make(ticket, value, run_dir)``, the twin
-    of a round's ticket that the branch trains."""
+    of a round's ticket that the branch trains (``needs_data``: with the run's data)."""
 
     check: Callable[[str], object]
     make: Callable
+    needs_data: bool = False  # make also takes data= (the run's Dataset) and batch_size= (the run's)
 
 
 BRANCH_KINDS: Registry[BranchKind] = Registry("branch kind")
@@ -89,6 +91,8 @@ def rewind_twin(ticket, value: str, run_dir):
 BRANCH_KINDS.add("control", BranchKind(controls.CONTROLS.get, control_twin))
 BRANCH_KINDS.add("survivors", BranchKind(SURVIVORS.get, survivors_twin))
 BRANCH_KINDS.add("rewind", BranchKind(rewind_lib.parse, rewind_twin))
+BRANCH_KINDS.add("at_init", BranchKind(at_init_branches.parse, at_init_branches.at_init_twin, needs_data=True))
+BRANCH_KINDS.add("ablation", BranchKind(at_init_branches.check_ablation, at_init_branches.ablation_twin))
 
 
 def check(kind: str, value: str) -> BranchKind:
@@ -98,26 +102,20 @@ def check(kind: str, value: str) -> BranchKind:
     return branch_kind
 
 
-def make_twin(ticket, kind: str, value: str, run_dir=None):
+def make_twin(ticket, kind: str, value: str, run_dir=None, **data):
     """The twin that the ``kind``/``value`` branch trains at ``ticket``'s round (not compiled);
-    ``run_dir``: the experiment's folder (a rewind branch reads the previous round's weights there)."""
-    return check(kind, value).make(ticket, value, run_dir)
+    ``run_dir``: the experiment's folder (a rewind branch reads the previous round's weights there);
+    ``data``: ``data=`` and ``batch_size=`` for a kind that ``needs_data`` (at_init's gradients)."""
+    return check(kind, value).make(ticket, value, run_dir, **data)
 
 
 def branch_name(kind: str, value: str) -> str:
-    return f"{kind}-{value}"
+    return f"{kind}-{value.replace('/', '-')}"  # at_init's METHOD/ABLATION: one folder
 
 
 def read_experiment(run_dir: Path) -> tuple[ExperimentConfig, list[dict]]:
     """The config and the finished rounds' rows of the experiment in ``run_dir`` (one-line errors)."""
-    missing = [n for n in ("config.json", "results.json", "ticket.json") if not (run_dir / n).exists()]
-    if missing:
-        raise TfLthError(f"{run_dir} is not an experiment folder (no {', '.join(missing)}): "
-                         "give the output folder of a `tf-lth run`")
-    try:
-        cfg = ExperimentConfig.from_folder(read_json(run_dir / "config.json")).resolved()
-    except (TfLthError, TypeError) as e:
-        raise TfLthError(f"{run_dir / 'config.json'} holds no config of this version ({e})") from None
+    cfg = ExperimentConfig.of_run(run_dir, ("config.json", "results.json", "ticket.json"))
     return cfg, read_json(run_dir / "results.json")["rounds"]
 
 
@@ -165,7 +163,8 @@ def run_branch(run_dir, kind: str, value: str, rounds: Iterable[int] | str | Non
             data = data_lib.load_config(cfg, data_dir)
             val, test = data.pipeline("val", 1000), data.pipeline("test", 1000)
         started, checkpoint = time.time(), done.parent / "ticket.ckpt.npz"
-        twin = branch_kind.make(store.load(run_dir, round=k), value, run_dir)
+        extra = {"data": data, "batch_size": cfg.training.batch_size} if branch_kind.needs_data else {}
+        twin = branch_kind.make(store.load(run_dir, round=k), value, run_dir, **extra)
         kit = flavours.by_version(cfg.keras).training
         kit.compile_round(twin, cfg.training, fit_round.steps_per_epoch(data, cfg.training))
         result = fit_round.train_round(kit, twin, data, cfg.training, seed=cfg.seed, round_=k, val=val, test=test,

@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tf_lth.config.configs import ExperimentConfig
+from tf_lth.config.configs import REWIND_AUTO, ExperimentConfig
 from tf_lth.data import input_scale as input_scale_lib
 from tf_lth.data import pipeline as data_lib
 from tf_lth.errors import TfLthError
@@ -55,6 +55,7 @@ class Experiment:
         self.strict_export = strict_export
         self.kit = flavours.by_version(self.config.keras).training  # the flavour's compile, checkpoint, session
         self.scale = None  # the input scale, once the model is known (tf_lth.data.input_scale)
+        self.rewind_auto = None  # --rewind auto: the scan's summary and choice (results.json's rewind_auto)
 
     # -- folder --------------------------------------------------------------------------
     def check_folder(self, restart_round: int | None = None) -> bool:
@@ -142,7 +143,8 @@ class Experiment:
     # -- rounds --------------------------------------------------------------------------
     def _first_ticket(self, restart_round: int | None) -> tuple[LotteryTicket, bool]:
         """The ticket the run continues from (read from the folder, at ``restart_round - 1`` if given) or a
-        new one, compiled, its input scale decided; and whether it is new. Nothing is written here."""
+        new one, compiled, its input scale decided; and whether it is new. Nothing is written here but
+        ``--rewind auto``'s scan (``instability/``)."""
         saved = (self.out / "ticket.json").exists() and restart_round != 0
         if saved:
             try:
@@ -154,13 +156,38 @@ class Experiment:
                     k = 0
                 raise TfLthError(f"{e} (or rerun with --restart-round {k})") from None
         else:
-            self.kit.keras.utils.set_random_seed(self.config.seed)
-            model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes, self.config.keras)
-            ticket = LotteryTicket(model, self.config.ticket)
+            if restart_round == 0 and self.auto:  # the scan described the discarded config
+                shutil.rmtree(self.out / "instability", ignore_errors=True)
+            ticket = self._new_ticket(self._auto_rewind() if self.auto else self.config.ticket.rewind)
+        if self.auto and saved:  # the finished scan read back: nothing retrained
+            from tf_lth.runner import instability
+            self.rewind_auto = instability.read_choice(self.out / instability.FOLDER)
         self.scale = input_scale_lib.decide(ticket.source, self.config.input_scale)
         self.data = self.data.with_input_scale(self.scale.scale)
         self._compile(ticket)
         return ticket, not saved
+
+    def _new_ticket(self, rewind: str) -> LotteryTicket:
+        """The dense network of the config's seed (so the same θ0 however often it is built) as a new ticket."""
+        self.kit.keras.utils.set_random_seed(self.config.seed)
+        model = networks.build(self.config.model, self.data.input_shape, self.data.num_classes, self.config.keras)
+        return LotteryTicket(model, replace(self.config.ticket, rewind=rewind))
+
+    @property
+    def auto(self) -> bool:
+        return self.config.ticket.rewind == REWIND_AUTO
+
+    def _auto_rewind(self) -> str:
+        """``--rewind auto``: the instability scan of the dense network (``instability/``, resumable), and the
+        rewind point it picks; the ticket is then built afresh from the seed, as a run without the scan."""
+        from tf_lth.runner import instability  # only runs that ask for the scan load it
+
+        scout = self._new_ticket("init")
+        scale = input_scale_lib.decide(scout.source, self.config.input_scale)
+        self.rewind_auto = instability.auto_rewind(scout, self.config, self.data.with_input_scale(scale.scale),
+                                                   self.out / instability.FOLDER, training=self.training,
+                                                   verbose=self.verbose, log=self.log)
+        return self.rewind_auto["chosen"]
 
     def _ticket_for(self, ticket: LotteryTicket, r: int) -> LotteryTicket:
         """The ticket ready to train round ``r``: pruned and rewound from round ``r - 1`` if need be."""
@@ -278,7 +305,8 @@ class Experiment:
                   "total_wall_seconds": round(sum(r.get("wall_seconds") or 0 for r in results), 2)}
         write_json(self.out / "results.json", {
             "config": self.config.to_dict(), "model_source": models.spec(self.config.model).source,
-            "distribution": self.session.record, "input": self.scale.to_dict(), "rounds": results, **totals})
+            "distribution": self.session.record, "input": self.scale.to_dict(), "rounds": results, **totals,
+            **({"rewind_auto": self.rewind_auto} if self.rewind_auto else {})})
         write_csv(self.out / "results.csv", results)
 
 

@@ -35,7 +35,7 @@ def weights_remaining_axis(ax, xs, label: str = "weights remaining (%)") -> None
     ax.set_xlabel(label)
 
 
-def _series(results: list, key: str, against: str = "weights") -> dict[str, tuple[list, list]]:
+def series(results: list, key: str, against: str = "weights") -> dict[str, tuple[list, list]]:
     """``{line name: (weights or MACs remaining %, values)}`` for the ticket and each control (a control
     has the ticket's weights and MACs)."""
     lines = {"ticket": ([], [])}
@@ -54,7 +54,7 @@ def _series(results: list, key: str, against: str = "weights") -> dict[str, tupl
 
 def _figure(results, key, ylabel, title, path: Path, against: str = "weights") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines = _series(results, key, against)
+    lines = series(results, key, against)
     for name, (x, y) in lines.items():
         ax.plot(x, y, marker="o", label=name)
     dense = next((r for r in results if r["round"] == 0), None)
@@ -65,7 +65,7 @@ def _figure(results, key, ylabel, title, path: Path, against: str = "weights") -
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8 if len(lines) > 4 else None, ncol=2 if len(lines) > 8 else 1)  # every branch's line
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -152,3 +152,41 @@ def plot_mask_distance(results: list, path) -> Path | None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
+
+
+def plot_instability(entries: list, folder, threshold: float) -> list[Path]:
+    """The instability scan's figures (:mod:`tf_lth.runner.instability`): the test error along the path
+    between the two copies, one line per rewind point k (``instability_path.png``), and the error barrier
+    against k with the stability threshold dashed (``instability_barrier.png``)."""
+    folder = Path(folder)
+    paths = [folder / "instability_path.png", folder / "instability_barrier.png"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for e in sorted(entries, key=lambda e: e["k"]):
+        ax.plot(e["alphas"], [100 * v for v in e["errors"]], marker="o", markersize=3,
+                label=f"k={e['k']} (barrier {100 * e['error_barrier']:.1f}%)")
+    ax.set_xlabel("interpolation α (0: copy a, 1: copy b)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title("Error along the linear path between two copies trained from θk")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(paths[0], lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = sorted(entries, key=lambda e: e["k"])
+    ax.plot([e["k"] for e in points], [100 * e["error_barrier"] for e in points], marker="o", label="error barrier")
+    ax.axhline(100 * threshold, color="gray", linestyle="--", label=f"threshold {100 * threshold:g}%")
+    if len(points) > 1 and points[0]["k"] == 0 and points[1]["k"] > 0:  # 0 and steps spread over decades
+        ax.set_xscale("symlog", linthresh=max(points[1]["k"], 1))
+    ax.set_xticks([e["k"] for e in points])  # each point scanned, labelled as the number it is
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("rewind point k (optimizer steps)")
+    ax.set_ylabel("error barrier (%)")
+    ax.set_title("Instability: the error barrier against the rewind point")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(paths[1], lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return paths

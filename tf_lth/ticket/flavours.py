@@ -17,6 +17,10 @@ training   ``KIT``: a :class:`tf_lth.training.fit_round.TrainingKit` (compile, c
 export     ``export(model, path, **options)``: the flavour's route of :func:`tf_lth.export.export_ticket`
 graph      ``describe(model)``: the model's :class:`tf_lth.pruning.groups.Graph` (layers, kinds, shapes), what
            channel groups and :mod:`tf_lth.export.shrink` work on
+saliency   ``prepare(masked)``: what to compute on (a plain copy of a ticket's model); ``quantities(model,
+           indices, values, needs, batches, temperature)``: what a pruning-at-init score needs
+           (:mod:`tf_lth.pruning.at_init`: the loss gradient, the Hessian-gradient product, SynFlow's
+           gradient) of the weights at ``indices``, the model's weights taking ``values``
 ========== ===============================================================================================
 """
 from __future__ import annotations
@@ -73,6 +77,11 @@ class Flavour:
     def describe(self, model):
         """``model``'s layer graph, a :class:`tf_lth.pruning.groups.Graph` (what channel groups are found on)."""
         return self.graph.describe(model)
+
+    @property
+    def saliency(self):
+        """The flavour's ``saliency`` module: ``quantities`` (gradients for :mod:`tf_lth.ticket.at_init`)."""
+        return self.module("saliency")
 
     def model_from_json(self, text: str, custom_objects=None):
         """An architecture saved by ``model.to_json()``, rebuilt in this flavour."""

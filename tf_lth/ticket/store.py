@@ -36,6 +36,7 @@ def save(ticket: LotteryTicket, path) -> Path:
         "round": ticket.round, "config": asdict(ticket.config), "history": ticket.history,
         "steps": {str(r): s for r, s in sorted(ticket.steps.items())},
         "kernels": sorted(ticket.kernels()), "model": json.loads(ticket.source.to_json()), "flavour": ticket.flavour.name,
+        **({"at_init": ticket.pruned_at_init} if ticket.pruned_at_init else {}),
     })
     return path
 
@@ -57,6 +58,7 @@ def load(path, round: int | None = None, model=None, custom_objects=None) -> Lot
         raise TfLthError(f"{path} holds a ticket of another architecture (kernels {meta['kernels']})")
     n = len(ticket.theta0)
     ticket.round, ticket.history = meta["round"], meta["history"]
+    ticket.pruned_at_init = meta.get("at_init")
     ticket.steps = {int(r): s for r, s in meta.get("steps", {}).items() if int(r) <= ticket.round}
     ticket.theta0 = unnumbered(read_npz(path / "theta0.npz"), n, path / "theta0.npz")
     if (path / "thetak.npz").exists():

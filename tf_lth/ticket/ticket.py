@@ -26,6 +26,7 @@ from tf_lth.pruning import selection
 from tf_lth.pruning import units
 from tf_lth.pruning.rewind import survivor_values
 from tf_lth.pruning.stopping import StopRules
+from tf_lth.ticket import at_init as at_init_lib
 from tf_lth.ticket import flavours
 
 # id(ticket.model) -> the ticket: export_ticket(model) and a Keras 3 model.save() ask whether the model
@@ -80,6 +81,7 @@ class LotteryTicket:
         # what the model's weights are: "rewound" (θ0 or a rewind point, untrained), "training", "trained";
         # and the last trained round that next_round rewound away from: (round, masks, weights)
         self.holds, self.last_trained = "rewound", None
+        self.pruned_at_init: dict | None = None  # at_init's method and options (ticket.json keeps them)
         _TICKETS[id(self.model)] = weakref.ref(self)
         self.masked.on_save(self.rewound_warning)
         layers = {k: (layer.name, rates_lib.kind(type(layer).__name__)) for k, layer in self.masked.layers.items()}
@@ -183,6 +185,13 @@ class LotteryTicket:
         ticket.set_masks({k: np.ones_like(m) for k, m in ticket.masks.items()}, weights=final)
         ticket.next_round()
         return ticket
+
+    @classmethod
+    def at_init(cls, model, method: str, remaining, data=None, **options) -> "LotteryTicket":
+        """``model`` pruned once at θ0 by a pruning-at-init ``method`` (:mod:`tf_lth.pruning.at_init`) to
+        ``remaining`` (fraction kept, or per-kernel counts), rewound to θ0, ready to train; ``data``: (x, y)
+        or a Dataset; options: :func:`tf_lth.ticket.at_init.make`'s, then TicketConfig fields."""
+        return at_init_lib.make(cls, model, method, remaining, data, **options)
 
     def rewind_source(self) -> list[np.ndarray]:
         """What this round's weights were rewound from: θ0, θk, or (``lr``, ``finetune``) the weights the

@@ -239,7 +239,7 @@ class Metrics(dict):
 
 def train_round(kit: TrainingKit, ticket, data, training, *, seed: int = 0, round_: int | None = None, val=None,
                 test=None, checkpoint: Path | None = None, tensorboard: Path | None = None, verbose: int = 0,
-                may_stop: bool = False, callbacks: tuple = (), log=None) -> "Metrics":
+                may_stop: bool = False, callbacks: tuple = (), log=None, stop_at: int | None = None) -> "Metrics":
     """Train ``ticket`` (compiled) for one round on ``data`` (a :class:`~tf_lth.data.pipeline.Dataset`) with its
     flavour's ``kit`` and return the round's metrics (test accuracy, early-stopping iteration, ...; the
     curve is in ``ticket.history``). Options: ``val``/``test``, pipelines of the validation and test
@@ -247,16 +247,23 @@ def train_round(kit: TrainingKit, ticket, data, training, *, seed: int = 0, roun
     ``seed`` and ``round_``, batches are drawn from ``(seed, round_, epoch)`` (round_: the ticket's round
     by default); ``may_stop``, the round may end early by ``training``'s stop rules (an intermediate
     round); ``callbacks``, more Keras callbacks; ``log``, where a long round reports its examples per
-    second and ETA; ``tensorboard``, ``verbose``."""
+    second and ETA; ``tensorboard``, ``verbose``; ``stop_at``, end after this many steps of the round (the
+    callback's ``max_steps``, the epochs cut to match) while the optimizer and its learning-rate schedule stay
+    the whole round's: the first ``stop_at`` steps of the round exactly (the instability scan's trunk,
+    :mod:`tf_lth.training.stability`)."""
     round_ = ticket.round if round_ is None else round_
     val = data.pipeline("val", 1000) if val is None else val
     test = data.pipeline("test", 1000) if test is None else test
     steps = steps_per_epoch(data, training)
     epochs, total = epochs_for(training, steps), round_steps(training, steps)
+    max_steps = total if total % steps else None
+    if stop_at is not None:
+        if not 0 < stop_at <= total:
+            raise TfLthError(f"stop_at = {stop_at}: give a step between 1 and the round's {total} steps")
+        epochs, max_steps = -(-stop_at // steps), (stop_at if stop_at % steps else None)
     stops = StopRules.of(training) if may_stop else StopRules()
     cb = ticket.callback(test_data=test, validation_data=val if training.eval_every else None,
-                         eval_every=training.eval_every, max_steps=total if total % steps else None,
-                         **asdict(stops))
+                         eval_every=training.eval_every, max_steps=max_steps, **asdict(stops))
     first = kit.restore(ticket, checkpoint, cb) if checkpoint is not None and checkpoint.exists() else 0
     if cb.progress.stopped:  # stopped early before the kill: the round is trained
         first = epochs
