@@ -250,7 +250,7 @@ def branch(args: argparse.Namespace) -> int:
 
 
 def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or replicate folders (--seeds)")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run, branch (RUN/branches/NAME) or replicate (--seeds) folders")
     parser.add_argument("--metric", default="test_accuracy",
                         help="what to plot against weights remaining (default: %(default)s; e.g. "
                              "early_stop_iteration, supermask_test_accuracy, controls.random_reinit.test_accuracy)")

@@ -113,6 +113,12 @@ def test_the_command_line_and_one_figure_with_a_line_per_branch(run_dir, capsys)
     assert set(lines) == {"ticket", "random_mask"} | folders  # IMP, its control, every branch: one line each
     assert all(len(x) == len(y) > 0 for x, y in lines.values())
     assert (run_dir / "plots" / "accuracy_vs_weights_remaining.png").stat().st_size > 10_000
+    # a chosen few on one figure: the run (IMP) and branch folders, each named by its folder
+    branch = run_dir / branches.BRANCHES / "at_init-random-shuffle"
+    png = run_dir.parent / "few.png"
+    assert cli.main(["compare", str(run_dir), str(branch), "-o", str(png)]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.split()[2:] == [run_dir.name, "at_init-random-shuffle"] and png.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -52,12 +52,16 @@ def aggregate_folder(out, seeds=None) -> dict:
 
 def compare(folders: list, metric: str = "test_accuracy", path=None, against: str = "weights") -> tuple[str, Path]:
     """One table and one figure of ``metric`` against weights (or, ``against="macs"``, multiply-adds)
-    remaining for several runs or replicate folders, each labelled by the config keys in which it differs
-    from the others: a weight-level and a unit-level run on one figure by the compute they keep."""
+    remaining for several runs, branches (``RUN/branches/<name>``, named by their folder) or replicate folders,
+    each labelled by the config keys in which it differs from the others: a weight-level and a unit-level run
+    on one figure by the compute they keep, or IMP and pruning-at-init branches by the weights they keep."""
     if against not in ("weights", "macs"):
         raise TfLthError(f"against={against!r}: choose weights or macs")
     runs = [results.read_run(f) for f in folders]
     names = results.labels([r["config"] for r in runs])
+    if any("label" in r for r in runs):  # branches share their run's config: each is named by its folder
+        names = [r.get("label") or (n if not n.startswith("run ") else Path(f).name)
+                 for r, n, f in zip(runs, names, folders)]
     if not any(results.value(row, metric)[0] is not None for run in runs for row in run["rows"]):
         raise TfLthError(f"no run has {metric!r}: use one of {', '.join(METRICS)} (or a flattened control key, "
                          "e.g. controls.random_reinit.test_accuracy)")

@@ -104,9 +104,16 @@ def read_run(folder) -> dict:
         return {"config": agg["config"], "rows": agg["rounds"], "aggregate": True}
     if (folder / "results.json").exists():
         res = read_json(folder / "results.json")
+        if "branch" in res:  # RUN/branches/<kind>-<value>/: the run's config, labelled by the branch
+            run = folder.parent.parent
+            if not (run / "config.json").exists():
+                raise TfLthError(f"{folder} is a branch outside its run folder (no {run / 'config.json'}): give "
+                                 "RUN_DIR/branches/<name> where tf-lth branch wrote it")
+            return {"config": read_json(run / "config.json"), "rows": [flatten(r) for r in res["rounds"]],
+                    "aggregate": False, "label": folder.name}
         return {"config": res["config"], "rows": [flatten(r) for r in res["rounds"]], "aggregate": False}
-    raise TfLthError(f"{folder} holds neither results.json (a run) nor {AGGREGATE} (replicates): "
-                     "give folders written by tf-lth run")
+    raise TfLthError(f"{folder} holds neither results.json (a run or a branch) nor {AGGREGATE} (replicates): "
+                     "give folders written by tf-lth run or tf-lth branch")
 
 
 def labels(configs: list[dict]) -> list[str]:
