@@ -3,6 +3,8 @@
 and invert ablations; the IMP ticket's ablations (shuffle and reinit are the random_mask and random_reinit
 controls, invert keeps the lowest scores of the previous round); one figure with a line per branch; the
 command line's one-line errors."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,11 @@ def test_bad_values_are_refused_before_anything_loads():
         branches.check(kind, value)
     with pytest.raises(TfLthError, match="unknown ablation"):
         branches.check("ablation", "invert/shuffle")
+
+
+def test_an_at_init_branch_of_a_structured_run_is_one_line(run_dir):
+    ticket = store.load(run_dir, round=1)
+    ticket.config = replace(ticket.config, granularity="unit")  # what a --granularity unit run's ticket holds
+    with pytest.raises(TfLthError, match="branch --at-init off a run with --granularity weight") as e:
+        branches.make_twin(ticket, "at_init", "magnitude_init", run_dir)
+    assert "\n" not in str(e.value)

@@ -51,6 +51,9 @@ def at_init_twin(ticket, value: str, run_dir=None, data=None, batch_size: int = 
     """A twin of the round pruned at θ0 by the ``value`` method (and ablation), rewound to θ0, its
     optimizer at step 0; ``data``: the run's Dataset (the gradient methods' batches)."""
     method, ablation = parse(value)
+    if ticket.config.granularity != "weight":
+        raise TfLthError(f"pruning at init removes single weights, and this run's tickets remove "
+                         f"{ticket.config.granularity} units: branch --at-init off a run with --granularity weight")
     k, keys = ticket.round, ticket.pruned_keys()
     twin = ticket.twin()
     twin.config, twin.rewind = replace(twin.config, rewind="init", survivors="original"), rewind_lib.parse("init")

@@ -60,7 +60,7 @@ def compare(folders: list, metric: str = "test_accuracy", path=None, against: st
     runs = [results.read_run(f) for f in folders]
     names = results.labels([r["config"] for r in runs])
     if any("label" in r for r in runs):  # branches share their run's config: each is named by its folder
-        names = [r.get("label") or (n if not n.startswith("run ") else Path(f).name)
+        names = [r.get("label") or (n if not n.startswith("run ") else Path(f).resolve().name)
                  for r, n, f in zip(runs, names, folders)]
     if not any(results.value(row, metric)[0] is not None for run in runs for row in run["rows"]):
         raise TfLthError(f"no run has {metric!r}: use one of {', '.join(METRICS)} (or a flattened control key, "
