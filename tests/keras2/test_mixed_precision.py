@@ -109,6 +109,7 @@ def test_the_policy_is_restored_when_the_block_fails():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.slow  # ~25 s; resume itself stays in CI (test_resume, the SIGKILL test); `make test-slow`
 def test_a_mixed_precision_run_killed_mid_round_resumes_to_the_same_results(tmp_path, monkeypatch):
     cfg = ExperimentConfig.from_dict(dict(rounds=1, epochs=2, controls=(), export=(), mixed_precision=True))
     write = EpochCheckpoint.on_epoch_end

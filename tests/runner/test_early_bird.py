@@ -76,6 +76,7 @@ def test_the_next_masks_are_drawn_from_the_weights_at_the_stop(early):
         np.testing.assert_array_equal(mask, saved[key.replace("/", "|")])
 
 
+@pytest.mark.slow  # ~15 s; resume itself stays in CI (test_resume, the SIGKILL test); `make test-slow`
 def test_kill_and_resume_with_early_bird_on_gives_the_same_results(early, tmp_path, monkeypatch):
     _, whole = early
     original = EpochCheckpoint.on_epoch_end
