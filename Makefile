@@ -18,8 +18,8 @@ demo: venv
 	$(BIN)/python scripts/run_lth.py
 	@echo "tf-lth is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to have the tf-lth command on your PATH"
 
-# Two processes, each file's tests in one of them (its module fixtures built once): ~12 min on 2
-# cores (750 s measured with 700 tests); TESTFLAGS= runs it in one process (slower).
+# Two processes, each file's tests in one of them (its module fixtures built once): ~14 min on 2
+# cores (863 s measured with 799 tests, partly under load); TESTFLAGS= runs it in one process (slower).
 TESTFLAGS ?= -n 2 --dist loadfile
 test: venv
 	$(BIN)/python -m pytest $(TESTFLAGS)
